@@ -44,7 +44,11 @@ impl Edit {
 }
 
 /// The value every annotation we own should have for `cap` (`None` = should be absent).
-fn desired(cap: &Capacity, existing_labels: Option<&str>, opts: Options) -> Vec<(&'static str, Option<String>)> {
+fn desired(
+    cap: &Capacity,
+    existing_labels: Option<&str>,
+    opts: Options,
+) -> Vec<(&'static str, Option<String>)> {
     let mut out = vec![
         (VCPU, Some(cap.vcpu.to_string())),
         (MEMORY_MB, Some(cap.memory_mib.to_string())),
@@ -100,7 +104,10 @@ pub fn stale_edits(annotations: &Map<String, Value>, old: &Capacity, opts: Optio
         };
         if key == LABELS {
             let pairs = parse_label_pairs(have);
-            if pairs.iter().any(|(k, v)| *k == ARCH_LABEL && *v == old.arch.as_str()) {
+            if pairs
+                .iter()
+                .any(|(k, v)| *k == ARCH_LABEL && *v == old.arch.as_str())
+            {
                 let rest: Vec<String> = pairs
                     .iter()
                     .filter(|(k, _)| *k != ARCH_LABEL)
@@ -209,7 +216,11 @@ mod tests {
 
     #[test]
     fn upstream_reconcile_a1_2xlarge() {
-        let got = annotated(json!({}), &cap(8, 16384, 0, Arch::Amd64), Options::default());
+        let got = annotated(
+            json!({}),
+            &cap(8, 16384, 0, Arch::Amd64),
+            Options::default(),
+        );
         assert_eq!(
             got,
             json!({VCPU: "8", MEMORY_MB: "16384", GPU: "0", LABELS: "kubernetes.io/arch=amd64"})
@@ -218,7 +229,11 @@ mod tests {
 
     #[test]
     fn upstream_reconcile_p2_16xlarge() {
-        let got = annotated(json!({}), &cap(64, 749568, 16, Arch::Amd64), Options::default());
+        let got = annotated(
+            json!({}),
+            &cap(64, 749568, 16, Arch::Amd64),
+            Options::default(),
+        );
         assert_eq!(
             got,
             json!({VCPU: "64", MEMORY_MB: "749568", GPU: "16", LABELS: "kubernetes.io/arch=amd64"})
@@ -241,12 +256,20 @@ mod tests {
 
     #[test]
     fn upstream_reconcile_arm64_and_defaulted_arches() {
-        let got = annotated(json!({}), &cap(16, 65536, 0, Arch::Arm64), Options::default());
+        let got = annotated(
+            json!({}),
+            &cap(16, 65536, 0, Arch::Arm64),
+            Options::default(),
+        );
         assert_eq!(got[LABELS], "kubernetes.io/arch=arm64");
         assert_eq!(got[VCPU], "16");
         assert_eq!(got[MEMORY_MB], "65536");
         // m6i.8xlarge (no ProcessorInfo) and m6h.8xlarge ("wrong-arch") transform to amd64 (ec2.rs)
-        let got = annotated(json!({}), &cap(32, 131072, 0, Arch::Amd64), Options::default());
+        let got = annotated(
+            json!({}),
+            &cap(32, 131072, 0, Arch::Amd64),
+            Options::default(),
+        );
         assert_eq!(
             got,
             json!({VCPU: "32", MEMORY_MB: "131072", GPU: "0", LABELS: "kubernetes.io/arch=amd64"})
@@ -271,7 +294,9 @@ mod tests {
         let once = annotated(json!({LABELS: "team=ml"}), &c, Options::default());
         assert_eq!(once[LABELS], "kubernetes.io/arch=arm64,team=ml");
         assert!(edits_for(once.as_object().unwrap(), &c, Options::default()).is_empty());
-        let opts = Options { upstream_capacity: true };
+        let opts = Options {
+            upstream_capacity: true,
+        };
         let twice = annotated(once, &c, opts);
         assert!(edits_for(twice.as_object().unwrap(), &c, opts).is_empty());
     }
@@ -282,12 +307,19 @@ mod tests {
     fn upstream_label_merge_case_1() {
         // upstream merged three lists; the later lists' values win
         let merged = merge_labels(
-            Some("foo=bar,bar=baz,io.k8s.something=else-value_1,kubernetes.io/arch=arm64,bar=overwritten,io.k8s.something=else-value_2"),
+            Some(
+                "foo=bar,bar=baz,io.k8s.something=else-value_1,kubernetes.io/arch=arm64,bar=overwritten,io.k8s.something=else-value_2",
+            ),
             Arch::Arm64,
         );
         assert_eq!(
             sorted(&merged),
-            ["bar=overwritten", "foo=bar", "io.k8s.something=else-value_2", "kubernetes.io/arch=arm64"]
+            [
+                "bar=overwritten",
+                "foo=bar",
+                "io.k8s.something=else-value_2",
+                "kubernetes.io/arch=arm64"
+            ]
         );
     }
 
@@ -304,7 +336,10 @@ mod tests {
             "kubernetes.io/arch=arm64,team=ml,zone=a"
         );
         assert_eq!(merge_labels(None, Arch::Amd64), "kubernetes.io/arch=amd64");
-        assert_eq!(merge_labels(Some(""), Arch::Amd64), "kubernetes.io/arch=amd64");
+        assert_eq!(
+            merge_labels(Some(""), Arch::Amd64),
+            "kubernetes.io/arch=amd64"
+        );
         assert_eq!(
             merge_labels(Some(" a = 1 ,, =x, b=2=3 ,c=3,a=4"), Arch::Amd64),
             "kubernetes.io/arch=amd64,a=4,c=3"
@@ -328,7 +363,9 @@ mod tests {
 
     #[test]
     fn upstream_capacity_keys() {
-        let opts = Options { upstream_capacity: true };
+        let opts = Options {
+            upstream_capacity: true,
+        };
         let gpu = Capacity {
             gpu_vendor: Some(GpuVendor::Nvidia),
             ..cap(8, 62464, 1, Arch::Amd64)
@@ -342,7 +379,10 @@ mod tests {
             gpu_vendor: Some(GpuVendor::Amd),
             ..cap(4, 16384, 1, Arch::Amd64)
         };
-        assert_eq!(annotated(json!({}), &amd, opts)[UPSTREAM_GPU_TYPE], "amd.com/gpu");
+        assert_eq!(
+            annotated(json!({}), &amd, opts)[UPSTREAM_GPU_TYPE],
+            "amd.com/gpu"
+        );
         // changing to a type without GPUs removes the GPU keys
         let plain = annotated(got, &cap(2, 8192, 0, Arch::Amd64), opts);
         assert!(plain.get(UPSTREAM_GPU_COUNT).is_none());
@@ -356,7 +396,11 @@ mod tests {
     #[test]
     fn stale_values_of_the_old_type_are_removed_hand_written_kept() {
         let old = cap(4, 16384, 0, Arch::Amd64);
-        let ours = annotated(json!({LABELS: "team=ml", "other": "x"}), &old, Options::default());
+        let ours = annotated(
+            json!({LABELS: "team=ml", "other": "x"}),
+            &old,
+            Options::default(),
+        );
         let mut map = ours.as_object().cloned().unwrap();
         let edits = stale_edits(&map, &old, Options::default());
         apply(&mut map, edits);
@@ -369,7 +413,10 @@ mod tests {
         let edits = stale_edits(&hand, &old, Options::default());
         assert_eq!(edits, vec![Edit::Remove(MEMORY_MB)]);
         apply(&mut hand, edits);
-        assert_eq!(Value::Object(hand), json!({VCPU: "6", LABELS: "kubernetes.io/arch=arm64"}));
+        assert_eq!(
+            Value::Object(hand),
+            json!({VCPU: "6", LABELS: "kubernetes.io/arch=arm64"})
+        );
 
         let only_arch = json!({LABELS: "kubernetes.io/arch=amd64"});
         assert_eq!(

@@ -66,7 +66,10 @@ pub fn parse(text: &str) -> Result<Snapshot, SnapshotError> {
         }
         let cols: Vec<&str> = line.split_whitespace().collect();
         let [name, vcpu, mib, gpu, arch, vendor] = cols[..] else {
-            return Err(err(n, format!("expected 6 columns ({COLUMNS}), found {}", cols.len())));
+            return Err(err(
+                n,
+                format!("expected 6 columns ({COLUMNS}), found {}", cols.len()),
+            ));
         };
         TypeName::parse(name).map_err(|e| err(n, e.to_string()))?;
         let num = |what: &str, v: &str| -> Result<u64, SnapshotError> {
@@ -77,16 +80,23 @@ pub fn parse(text: &str) -> Result<Snapshot, SnapshotError> {
             vcpu: u32::try_from(num("vcpu", vcpu)?).map_err(|_| err(n, "vcpu too large"))?,
             memory_mib: num("memory-MiB", mib)?,
             gpu: u32::try_from(num("gpu", gpu)?).map_err(|_| err(n, "gpu too large"))?,
-            arch: Arch::parse(arch).ok_or_else(|| err(n, format!("arch {arch:?} is not amd64 or arm64")))?,
+            arch: Arch::parse(arch)
+                .ok_or_else(|| err(n, format!("arch {arch:?} is not amd64 or arm64")))?,
             gpu_vendor: match vendor {
                 "-" => None,
-                v => Some(GpuVendor::from_ec2(v).ok_or_else(|| err(n, format!("unknown gpu-vendor {v:?}")))?),
+                v => Some(
+                    GpuVendor::from_ec2(v)
+                        .ok_or_else(|| err(n, format!("unknown gpu-vendor {v:?}")))?,
+                ),
             },
         };
-        if let Some((prev, _)) = entries.last() {
-            if prev.as_str() >= name {
-                return Err(err(n, format!("{name} is out of order or repeated (after {prev})")));
-            }
+        if let Some((prev, _)) = entries.last()
+            && prev.as_str() >= name
+        {
+            return Err(err(
+                n,
+                format!("{name} is out of order or repeated (after {prev})"),
+            ));
         }
         entries.push((name.to_string(), capacity));
     }
@@ -125,9 +135,39 @@ mod tests {
         let add = |t: &mut Table, n: &str, c: Capacity| {
             t.insert(TypeName::parse(n).unwrap(), c);
         };
-        add(&mut t, "p3.2xlarge", Capacity { vcpu: 8, memory_mib: 62464, gpu: 1, arch: Arch::Amd64, gpu_vendor: Some(GpuVendor::Nvidia) });
-        add(&mut t, "m5.large", Capacity { vcpu: 2, memory_mib: 8192, gpu: 0, arch: Arch::Amd64, gpu_vendor: None });
-        add(&mut t, "m5.10xlarge", Capacity { vcpu: 40, memory_mib: 163840, gpu: 0, arch: Arch::Amd64, gpu_vendor: None });
+        add(
+            &mut t,
+            "p3.2xlarge",
+            Capacity {
+                vcpu: 8,
+                memory_mib: 62464,
+                gpu: 1,
+                arch: Arch::Amd64,
+                gpu_vendor: Some(GpuVendor::Nvidia),
+            },
+        );
+        add(
+            &mut t,
+            "m5.large",
+            Capacity {
+                vcpu: 2,
+                memory_mib: 8192,
+                gpu: 0,
+                arch: Arch::Amd64,
+                gpu_vendor: None,
+            },
+        );
+        add(
+            &mut t,
+            "m5.10xlarge",
+            Capacity {
+                vcpu: 40,
+                memory_mib: 163840,
+                gpu: 0,
+                arch: Arch::Amd64,
+                gpu_vendor: None,
+            },
+        );
         let text = render("unit test", "2026-11-25", &t);
         let snap = parse(&text).unwrap();
         assert_eq!(snap.source, "unit test");
@@ -147,12 +187,23 @@ mod tests {
             ("m5.large 2 8192 0 sparc -\n", "arch"),
             ("m5.large 2 8192 1 amd64 Acme\n", "gpu-vendor"),
             ("m5large 2 8192 0 amd64 -\n", "not of the form"),
-            ("m5.xlarge 4 16384 0 amd64 -\nm5.large 2 8192 0 amd64 -\n", "out of order"),
-            ("m5.large 2 8192 0 amd64 -\nm5.large 2 8192 0 amd64 -\n", "out of order"),
+            (
+                "m5.xlarge 4 16384 0 amd64 -\nm5.large 2 8192 0 amd64 -\n",
+                "out of order",
+            ),
+            (
+                "m5.large 2 8192 0 amd64 -\nm5.large 2 8192 0 amd64 -\n",
+                "out of order",
+            ),
         ] {
             let e = parse(&format!("{head}{body}")).unwrap_err();
             assert!(e.message.contains(needle), "{body}: {e}");
         }
-        assert!(parse("m5.large 2 8192 0 amd64 -\n").unwrap_err().message.contains("source"));
+        assert!(
+            parse("m5.large 2 8192 0 amd64 -\n")
+                .unwrap_err()
+                .message
+                .contains("source")
+        );
     }
 }

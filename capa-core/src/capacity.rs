@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 /// CPU architecture as Kubernetes names it (`kubernetes.io/arch`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     #[default]
@@ -201,7 +203,13 @@ mod tests {
         .unwrap();
         assert_eq!(c.gpu_vendor, None);
         assert_eq!(c.arch, Arch::Arm64);
-        assert!(serde_json::from_str::<Capacity>(r#"{"vcpu":-1,"memoryMiB":8,"gpu":0,"arch":"amd64"}"#).is_err());
-        assert!(serde_json::from_str::<Capacity>(r#"{"vcpu":1,"memoryMiB":8,"gpu":0,"arch":"sparc"}"#).is_err());
+        assert!(
+            serde_json::from_str::<Capacity>(r#"{"vcpu":-1,"memoryMiB":8,"gpu":0,"arch":"amd64"}"#)
+                .is_err()
+        );
+        assert!(
+            serde_json::from_str::<Capacity>(r#"{"vcpu":1,"memoryMiB":8,"gpu":0,"arch":"sparc"}"#)
+                .is_err()
+        );
     }
 }

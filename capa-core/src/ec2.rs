@@ -80,7 +80,13 @@ impl InstanceTypeInfo {
 mod tests {
     use super::*;
 
-    fn info(name: &str, vcpu: i64, mib: i64, gpus: Vec<GpuDevice>, arch: &[&str]) -> InstanceTypeInfo {
+    fn info(
+        name: &str,
+        vcpu: i64,
+        mib: i64,
+        gpus: Vec<GpuDevice>,
+        arch: &[&str],
+    ) -> InstanceTypeInfo {
         InstanceTypeInfo {
             instance_type: name.into(),
             default_vcpus: Some(vcpu),
@@ -103,43 +109,99 @@ mod tests {
     #[test]
     fn upstream_fake_ec2_data() {
         let cases = [
-            (info("m4.large", 2, 8192, vec![], &["amd64"]), (2, 8192, 0, Arch::Amd64)),
-            (info("a1.2xlarge", 8, 16384, vec![], &["amd64"]), (8, 16384, 0, Arch::Amd64)),
             (
-                info("p2.16xlarge", 64, 749568, vec![gpu("NVIDIA", 16)], &["amd64"]),
+                info("m4.large", 2, 8192, vec![], &["amd64"]),
+                (2, 8192, 0, Arch::Amd64),
+            ),
+            (
+                info("a1.2xlarge", 8, 16384, vec![], &["amd64"]),
+                (8, 16384, 0, Arch::Amd64),
+            ),
+            (
+                info(
+                    "p2.16xlarge",
+                    64,
+                    749568,
+                    vec![gpu("NVIDIA", 16)],
+                    &["amd64"],
+                ),
                 (64, 749568, 16, Arch::Amd64),
             ),
             (
                 info("g4ad.xlarge", 4, 16384, vec![gpu("AMD", 1)], &["amd64"]),
                 (4, 16384, 1, Arch::Amd64),
             ),
-            (info("m6g.4xlarge", 16, 65536, vec![], &["arm64"]), (16, 65536, 0, Arch::Arm64)),
-            (info("m6i.8xlarge", 32, 131072, vec![], &[]), (32, 131072, 0, Arch::Amd64)),
-            (info("m6h.8xlarge", 32, 131072, vec![], &["wrong-arch"]), (32, 131072, 0, Arch::Amd64)),
+            (
+                info("m6g.4xlarge", 16, 65536, vec![], &["arm64"]),
+                (16, 65536, 0, Arch::Arm64),
+            ),
+            (
+                info("m6i.8xlarge", 32, 131072, vec![], &[]),
+                (32, 131072, 0, Arch::Amd64),
+            ),
+            (
+                info("m6h.8xlarge", 32, 131072, vec![], &["wrong-arch"]),
+                (32, 131072, 0, Arch::Amd64),
+            ),
         ];
         for (item, (vcpu, mib, gpus, arch)) in cases {
             let c = item.capacity().unwrap();
-            assert_eq!((c.vcpu, c.memory_mib, c.gpu, c.arch), (vcpu, mib, gpus, arch), "{}", item.instance_type);
+            assert_eq!(
+                (c.vcpu, c.memory_mib, c.gpu, c.arch),
+                (vcpu, mib, gpus, arch),
+                "{}",
+                item.instance_type
+            );
         }
     }
 
     #[test]
     fn gpu_vendor_and_sums() {
-        let c = info("p2.16xlarge", 64, 749568, vec![gpu("NVIDIA", 16)], &["x86_64"]).capacity().unwrap();
+        let c = info(
+            "p2.16xlarge",
+            64,
+            749568,
+            vec![gpu("NVIDIA", 16)],
+            &["x86_64"],
+        )
+        .capacity()
+        .unwrap();
         assert_eq!(c.gpu_vendor, Some(GpuVendor::Nvidia));
-        let c = info("g4ad.xlarge", 4, 16384, vec![gpu("AMD", 1)], &["x86_64"]).capacity().unwrap();
+        let c = info("g4ad.xlarge", 4, 16384, vec![gpu("AMD", 1)], &["x86_64"])
+            .capacity()
+            .unwrap();
         assert_eq!(c.gpu_vendor, Some(GpuVendor::Amd));
-        let c = info("x.y", 4, 16384, vec![gpu("NVIDIA", 2), gpu("NVIDIA", 3)], &["x86_64"]).capacity().unwrap();
+        let c = info(
+            "x.y",
+            4,
+            16384,
+            vec![gpu("NVIDIA", 2), gpu("NVIDIA", 3)],
+            &["x86_64"],
+        )
+        .capacity()
+        .unwrap();
         assert_eq!(c.gpu, 5);
-        let c = info("dl1.24xlarge", 96, 786432, vec![gpu("Habana", 8)], &["x86_64"]).capacity().unwrap();
+        let c = info(
+            "dl1.24xlarge",
+            96,
+            786432,
+            vec![gpu("Habana", 8)],
+            &["x86_64"],
+        )
+        .capacity()
+        .unwrap();
         assert_eq!((c.gpu, c.gpu_vendor), (8, Some(GpuVendor::Habana)));
-        let c = info("q.x", 4, 1, vec![gpu("Acme", 1)], &["x86_64"]).capacity().unwrap();
+        let c = info("q.x", 4, 1, vec![gpu("Acme", 1)], &["x86_64"])
+            .capacity()
+            .unwrap();
         assert_eq!((c.gpu, c.gpu_vendor), (1, None));
     }
 
     #[test]
     fn fractional_gpus_count_zero() {
-        let c = info("g6f.large", 2, 8192, vec![gpu("NVIDIA", 0)], &["x86_64"]).capacity().unwrap();
+        let c = info("g6f.large", 2, 8192, vec![gpu("NVIDIA", 0)], &["x86_64"])
+            .capacity()
+            .unwrap();
         assert_eq!((c.gpu, c.gpu_vendor), (0, None));
     }
 

@@ -4,8 +4,8 @@
 //! ~100 KB, of which one request needs one key. Skipping everything else with `IgnoredAny`
 //! (no allocation) instead of deserialising the document halves the cost of that path.
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use std::fmt;
 use std::marker::PhantomData;
 

@@ -88,7 +88,9 @@ pub fn annotations(obj: &Value) -> Result<Option<&Map<String, Value>>, &'static 
 
 /// `metadata.annotations` for writing, created when absent or null.
 pub fn annotations_mut(obj: &mut Value) -> Result<&mut Map<String, Value>, &'static str> {
-    let root = obj.as_object_mut().ok_or("the object is not a JSON object")?;
+    let root = obj
+        .as_object_mut()
+        .ok_or("the object is not a JSON object")?;
     let metadata = root
         .entry("metadata")
         .or_insert_with(|| Value::Object(Map::new()));
@@ -127,18 +129,28 @@ mod tests {
     #[test]
     fn gating() {
         assert_eq!(skip_reason(&ms(json!({})), true), None);
-        assert_eq!(skip_reason(&json!({"apiVersion": "v1", "kind": "Pod"}), false), Some(Skip::NotAMachineSet));
         assert_eq!(
-            skip_reason(&json!({"apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "MachineSet"}), false),
+            skip_reason(&json!({"apiVersion": "v1", "kind": "Pod"}), false),
             Some(Skip::NotAMachineSet)
         );
-        assert_eq!(skip_reason(&json!("str"), false), Some(Skip::NotAMachineSet));
+        assert_eq!(
+            skip_reason(
+                &json!({"apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "MachineSet"}),
+                false
+            ),
+            Some(Skip::NotAMachineSet)
+        );
+        assert_eq!(
+            skip_reason(&json!("str"), false),
+            Some(Skip::NotAMachineSet)
+        );
         let deleting = ms(json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}));
         assert_eq!(skip_reason(&deleting, false), Some(Skip::Deleting));
         let paused = ms(json!({"status": {"conditions": [{"type": "Paused", "status": "True"}]}}));
         assert_eq!(skip_reason(&paused, false), None);
         assert_eq!(skip_reason(&paused, true), Some(Skip::Paused));
-        let not_paused = ms(json!({"status": {"conditions": [{"type": "Paused", "status": "False"}]}}));
+        let not_paused =
+            ms(json!({"status": {"conditions": [{"type": "Paused", "status": "False"}]}}));
         assert_eq!(skip_reason(&not_paused, true), None);
     }
 
@@ -148,18 +160,28 @@ mod tests {
         let spec_capi = ms(json!({"spec": {"authoritativeAPI": "ClusterAPI"}}));
         assert_eq!(authoritative_api(&spec_capi), "ClusterAPI");
         assert_eq!(skip_reason(&spec_capi, false), None);
-        assert_eq!(skip_reason(&spec_capi, true), Some(Skip::NotAuthoritative("ClusterAPI".into())));
-        let status_wins = ms(json!({"spec": {"authoritativeAPI": "ClusterAPI"}, "status": {"authoritativeAPI": "MachineAPI"}}));
+        assert_eq!(
+            skip_reason(&spec_capi, true),
+            Some(Skip::NotAuthoritative("ClusterAPI".into()))
+        );
+        let status_wins = ms(
+            json!({"spec": {"authoritativeAPI": "ClusterAPI"}, "status": {"authoritativeAPI": "MachineAPI"}}),
+        );
         assert_eq!(skip_reason(&status_wins, true), None);
         let migrating = ms(json!({"status": {"authoritativeAPI": "Migrating"}}));
-        assert_eq!(skip_reason(&migrating, true), Some(Skip::NotAuthoritative("Migrating".into())));
+        assert_eq!(
+            skip_reason(&migrating, true),
+            Some(Skip::NotAuthoritative("Migrating".into()))
+        );
     }
 
     #[test]
     fn annotation_access() {
         let mut o = ms(json!({}));
         assert_eq!(annotations(&o), Ok(None));
-        annotations_mut(&mut o).unwrap().insert("a".into(), json!("b"));
+        annotations_mut(&mut o)
+            .unwrap()
+            .insert("a".into(), json!("b"));
         assert_eq!(o["metadata"]["annotations"]["a"], "b");
         let mut null = json!({"metadata": {"annotations": null}});
         assert!(annotations_mut(&mut null).is_ok());

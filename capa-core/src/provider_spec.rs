@@ -22,7 +22,9 @@ pub struct AwsProviderSpec<'a> {
 pub enum ProviderSpec<'a> {
     Aws(AwsProviderSpec<'a>),
     /// Another provider's spec: not ours, nothing to do.
-    Other { kind: &'a str },
+    Other {
+        kind: &'a str,
+    },
 }
 
 /// Why a provider spec could not be read.
@@ -75,10 +77,10 @@ pub fn read(machineset: &Value) -> Result<ProviderSpec<'_>, ProviderSpecError> {
         .filter(|v| !v.is_null())
         .ok_or(ProviderSpecError::Missing)?;
     let spec = value.as_object().ok_or(ProviderSpecError::NotAnObject)?;
-    if let Some(kind) = opt_str(spec.get("kind"), "kind")? {
-        if kind != AWS_PROVIDER_KIND {
-            return Ok(ProviderSpec::Other { kind });
-        }
+    if let Some(kind) = opt_str(spec.get("kind"), "kind")?
+        && kind != AWS_PROVIDER_KIND
+    {
+        return Ok(ProviderSpec::Other { kind });
     }
     let instance_type = opt_str(spec.get("instanceType"), "instanceType")?.unwrap_or("");
     let region = match opt_object(spec.get("placement"), "placement")? {
@@ -124,19 +126,30 @@ mod tests {
 
     #[test]
     fn upstream_shape_without_kind_or_region() {
-        let m = ms(json!({"instanceType": "a1.2xlarge", "credentialsSecret": {"name": "test-credentials"}}));
-        let ProviderSpec::Aws(spec) = read(&m).unwrap() else { panic!("not aws") };
+        let m = ms(
+            json!({"instanceType": "a1.2xlarge", "credentialsSecret": {"name": "test-credentials"}}),
+        );
+        let ProviderSpec::Aws(spec) = read(&m).unwrap() else {
+            panic!("not aws")
+        };
         assert_eq!(spec.instance_type, "a1.2xlarge");
         assert_eq!(spec.region, None);
         let empty = ms(json!({}));
-        let ProviderSpec::Aws(spec) = read(&empty).unwrap() else { panic!("not aws") };
+        let ProviderSpec::Aws(spec) = read(&empty).unwrap() else {
+            panic!("not aws")
+        };
         assert_eq!(spec.instance_type, "");
     }
 
     #[test]
     fn other_providers() {
         let m = ms(json!({"kind": "GCPMachineProviderSpec", "machineType": "n1"}));
-        assert_eq!(read(&m).unwrap(), ProviderSpec::Other { kind: "GCPMachineProviderSpec" });
+        assert_eq!(
+            read(&m).unwrap(),
+            ProviderSpec::Other {
+                kind: "GCPMachineProviderSpec"
+            }
+        );
     }
 
     #[test]
@@ -144,15 +157,37 @@ mod tests {
         assert_eq!(read(&json!({})), Err(ProviderSpecError::Missing));
         assert_eq!(read(&ms(Value::Null)), Err(ProviderSpecError::Missing));
         assert_eq!(read(&ms(json!("x"))), Err(ProviderSpecError::NotAnObject));
-        assert!(matches!(read(&ms(json!({"instanceType": 5}))), Err(ProviderSpecError::WrongType { field: "instanceType", .. })));
-        assert!(matches!(read(&ms(json!({"kind": []}))), Err(ProviderSpecError::WrongType { field: "kind", .. })));
-        assert!(matches!(read(&ms(json!({"placement": "eu"}))), Err(ProviderSpecError::WrongType { field: "placement", .. })));
+        assert!(matches!(
+            read(&ms(json!({"instanceType": 5}))),
+            Err(ProviderSpecError::WrongType {
+                field: "instanceType",
+                ..
+            })
+        ));
+        assert!(matches!(
+            read(&ms(json!({"kind": []}))),
+            Err(ProviderSpecError::WrongType { field: "kind", .. })
+        ));
+        assert!(matches!(
+            read(&ms(json!({"placement": "eu"}))),
+            Err(ProviderSpecError::WrongType {
+                field: "placement",
+                ..
+            })
+        ));
         assert!(matches!(
             read(&ms(json!({"credentialsSecret": {"name": 1}}))),
-            Err(ProviderSpecError::WrongType { field: "credentialsSecret.name", .. })
+            Err(ProviderSpecError::WrongType {
+                field: "credentialsSecret.name",
+                ..
+            })
         ));
         assert_eq!(
-            ProviderSpecError::WrongType { field: "instanceType", expected: "a string" }.to_string(),
+            ProviderSpecError::WrongType {
+                field: "instanceType",
+                expected: "a string"
+            }
+            .to_string(),
             "providerSpec.value.instanceType must be a string"
         );
     }

@@ -111,8 +111,8 @@ pub fn lookup_in_configmap(
     configmap_json: &[u8],
     name: TypeName<'_>,
 ) -> Result<Option<Capacity>, FormatError> {
-    let family_json: Option<String> =
-        json_path::extract(configmap_json, &["data", name.family]).map_err(FormatError::ConfigMap)?;
+    let family_json: Option<String> = json_path::extract(configmap_json, &["data", name.family])
+        .map_err(FormatError::ConfigMap)?;
     match family_json {
         None => Ok(None),
         Some(json) => lookup_in_family(&json, name),
@@ -120,7 +120,10 @@ pub fn lookup_in_configmap(
 }
 
 /// Looks one size up in the JSON value of a family key.
-pub fn lookup_in_family(family_json: &str, name: TypeName<'_>) -> Result<Option<Capacity>, FormatError> {
+pub fn lookup_in_family(
+    family_json: &str,
+    name: TypeName<'_>,
+) -> Result<Option<Capacity>, FormatError> {
     json_path::extract_str(family_json, &[name.size]).map_err(|source| FormatError::Family {
         family: name.family.to_string(),
         source,
@@ -210,7 +213,11 @@ impl Table {
         for (family, json) in data {
             match serde_json::from_str::<BTreeMap<String, Capacity>>(json) {
                 Ok(sizes) => {
-                    table.families.entry(family.to_string()).or_default().extend(sizes);
+                    table
+                        .families
+                        .entry(family.to_string())
+                        .or_default()
+                        .extend(sizes);
                 }
                 Err(source) => bad.push((
                     family.to_string(),
@@ -251,14 +258,31 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(tn("m5.xlarge"), TypeName { family: "m5", size: "xlarge" });
+        assert_eq!(
+            tn("m5.xlarge"),
+            TypeName {
+                family: "m5",
+                size: "xlarge"
+            }
+        );
         assert_eq!(tn("u-12tb1.112xlarge").family, "u-12tb1");
         assert_eq!(tn("mac2-m2pro.metal").family, "mac2-m2pro");
         assert_eq!(tn("m7i.metal-48xl").size, "metal-48xl");
         assert_eq!(tn("m5.xlarge").field_mask(), "data.m5");
         assert_eq!(TypeName::parse(""), Err(NameError::Empty));
-        for bad in ["invalid", ".large", "m5.", "m5/x.large", "m5.lar ge", "m5.\u{e9}", &"m".repeat(70)] {
-            assert!(matches!(TypeName::parse(bad), Err(NameError::Malformed(_))), "{bad:?}");
+        for bad in [
+            "invalid",
+            ".large",
+            "m5.",
+            "m5/x.large",
+            "m5.lar ge",
+            "m5.\u{e9}",
+            &"m".repeat(70),
+        ] {
+            assert!(
+                matches!(TypeName::parse(bad), Err(NameError::Malformed(_))),
+                "{bad:?}"
+            );
         }
         let long = "é".repeat(100);
         assert!(truncate_for_message(&long).chars().count() <= 41);
@@ -282,7 +306,8 @@ mod tests {
             data["m5"],
             r#"{"large":{"vcpu":2,"memoryMiB":8192,"gpu":0,"arch":"amd64"},"xlarge":{"vcpu":4,"memoryMiB":16384,"gpu":0,"arch":"amd64"}}"#
         );
-        let (back, bad) = Table::from_configmap_data(data.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let (back, bad) =
+            Table::from_configmap_data(data.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         assert!(bad.is_empty());
         assert_eq!(back, t);
         assert_eq!(back.len(), 4);
@@ -294,7 +319,10 @@ mod tests {
     #[test]
     fn malformed_families_are_set_apart() {
         let (t, bad) = Table::from_configmap_data([
-            ("m5", r#"{"large":{"vcpu":2,"memoryMiB":8192,"gpu":0,"arch":"amd64"}}"#),
+            (
+                "m5",
+                r#"{"large":{"vcpu":2,"memoryMiB":8192,"gpu":0,"arch":"amd64"}}"#,
+            ),
             ("c5", "not json"),
         ]);
         assert_eq!(t.len(), 1);
@@ -312,7 +340,14 @@ mod tests {
         fetched.insert(tn("m5.xlarge"), cap(4, 16384, 0, Arch::Amd64));
         fetched.insert(tn("c5.large"), cap(2, 4000, 0, Arch::Amd64));
         let stats = old.merge(&fetched);
-        assert_eq!(stats, MergeStats { added: 1, updated: 1, unchanged: 1 });
+        assert_eq!(
+            stats,
+            MergeStats {
+                added: 1,
+                updated: 1,
+                unchanged: 1
+            }
+        );
         assert_eq!(old.len(), 3);
         assert_eq!(old.get(tn("c5.large")).unwrap().memory_mib, 4000);
         let empty = Table::new();
@@ -340,9 +375,15 @@ mod tests {
             Err(FormatError::ConfigMap(_))
         ));
         assert!(matches!(
-            lookup_in_configmap(br#"{"data":{"m5":"{\"large\":{\"vcpu\":\"2\"}}"}}"#, tn("m5.large")),
+            lookup_in_configmap(
+                br#"{"data":{"m5":"{\"large\":{\"vcpu\":\"2\"}}"}}"#,
+                tn("m5.large")
+            ),
             Err(FormatError::Family { .. })
         ));
-        assert!(matches!(lookup_in_configmap(b"garbage", tn("m5.large")), Err(FormatError::ConfigMap(_))));
+        assert!(matches!(
+            lookup_in_configmap(b"garbage", tn("m5.large")),
+            Err(FormatError::ConfigMap(_))
+        ));
     }
 }

@@ -1,0 +1,60 @@
+# capa-annotator — build, test, demo and benchmark.
+# One target dir for everything; set CARGO_TARGET_DIR to share it between clones (CI does).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
+WASM_TARGET := wasm32-wasip1
+WASM_DIR := $(TARGET_DIR)/$(WASM_TARGET)/policy
+CARGO ?= cargo
+KWCTL ?= kwctl
+
+.PHONY: all setup policy.wasm bench-policies test unit e2e lint fmt demo bench e2e-kwctl clean
+
+all: policy.wasm
+
+## setup: install the wasm target (idempotent)
+setup:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+## policy.wasm: the release policy module (profile `policy`: small and self-contained)
+policy.wasm: setup
+	$(CARGO) build --profile policy --target $(WASM_TARGET) -p capa-annotator-policy
+	cp $(WASM_DIR)/capa_annotator_policy.wasm policy.wasm
+	@echo "policy.wasm: $$(stat -c %s policy.wasm) bytes"
+
+## bench-policies: the two baselines of the benchmark, built like the policy
+bench-policies: setup
+	$(CARGO) build --profile policy --target $(WASM_TARGET) -p bench-accept-all -p bench-parse-only
+
+## test: everything CI checks: unit tests, the compiled policy through the waPC harness
+test: policy.wasm
+	$(CARGO) test --workspace
+
+## lint: formatting and clippy, warnings are errors
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## demo: annotate examples/machineset.yaml with the built-in table and show the result
+demo: policy.wasm
+	$(CARGO) run -q -p e2e-tests --bin demo -- examples/machineset.yaml
+
+## bench: per-request cost as ratios to the accept-all and parse-only baselines, and the module size
+bench: policy.wasm bench-policies
+	$(CARGO) run -q --release -p e2e-tests --bin bench -- \
+	  --policy policy.wasm \
+	  --accept-all $(WASM_DIR)/bench_accept_all.wasm \
+	  --parse-only $(WASM_DIR)/bench_parse_only.wasm
+
+## annotated-policy.wasm: policy.wasm with metadata.yml and README.md embedded (needs kwctl)
+annotated-policy.wasm: policy.wasm metadata.yml README.md
+	$(KWCTL) annotate -m metadata.yml -u README.md -o annotated-policy.wasm policy.wasm
+
+## e2e-kwctl: the same fixtures under kwctl (needs kwctl and bats; not part of CI)
+e2e-kwctl: annotated-policy.wasm
+	bats e2e-tests/policy.bats
+
+clean:
+	$(CARGO) clean
+	rm -f policy.wasm annotated-policy.wasm

@@ -1,0 +1,17 @@
+//! Test harness for the capa-annotator policy: a waPC host that runs the **compiled**
+//! `policy.wasm` the way the Kubewarden policy server does.
+//!
+//! - [`wasm`]: loads the module once, then a fresh instance for every call;
+//! - [`capabilities`]: answers the policy's host calls (kwctl replay sessions, "no cluster");
+//! - [`evaluation`]: builds the `ValidationRequest`, reads the `ValidationResponse` and computes the
+//!   JSON patch like the server (`json-patch` diff);
+//! - [`paths`]: where fixtures and the built module are.
+
+pub mod capabilities;
+pub mod evaluation;
+pub mod paths;
+pub mod wasm;
+
+pub use capabilities::{FixedAnswer, HostCapabilities, NoCluster, ReplaySession};
+pub use evaluation::{Evaluation, evaluate, validate_settings};
+pub use wasm::Policy;

@@ -1,0 +1,42 @@
+//! capa-annotator policy: waPC entry points only. The decision lives in [`admission`].
+
+mod admission;
+mod builtin;
+mod host;
+mod lookup;
+mod request;
+mod settings;
+mod warnings;
+
+use kubewarden_policy_sdk::settings::SettingsValidationResponse;
+use kubewarden_policy_sdk::wapc_guest as guest;
+
+#[unsafe(no_mangle)]
+pub extern "C" fn wapc_init() {
+    guest::register_function("validate", validate);
+    guest::register_function("validate_settings", validate_settings);
+    guest::register_function(
+        "protocol_version",
+        kubewarden_policy_sdk::protocol_version_guest,
+    );
+}
+
+/// Never returns `Err`: the policy server would turn it into a rejection of the MachineSet.
+fn validate(payload: &[u8]) -> guest::CallResult {
+    Ok(admission::admit(payload, &host::WapcHost).into_response())
+}
+
+/// Answers `{valid, message}`; malformed settings are invalid settings, not a host error.
+fn validate_settings(payload: &[u8]) -> guest::CallResult {
+    let response = match settings::Settings::from_json(payload) {
+        Ok(_) => SettingsValidationResponse {
+            valid: true,
+            message: None,
+        },
+        Err(message) => SettingsValidationResponse {
+            valid: false,
+            message: Some(message),
+        },
+    };
+    Ok(serde_json::to_vec(&response)?)
+}

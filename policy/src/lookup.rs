@@ -1,0 +1,82 @@
+//! Where an instance type's capacity comes from: the `overrides` setting, else the ConfigMap
+//! (one family key, fetched through the host), else the built-in table (`fallback: embedded`).
+
+use crate::builtin;
+use crate::settings::{Fallback, Settings};
+use capa_core::Capacity;
+use capa_core::table::{self, TypeName};
+
+/// Reads the table ConfigMap. The host may prune the object to `field_mask` or return it whole.
+pub trait ConfigMapSource {
+    /// The ConfigMap's JSON, or the host's error text (e.g. not found, forbidden).
+    fn get(&self, namespace: &str, name: &str, field_mask: &str) -> Result<Vec<u8>, String>;
+}
+
+/// Which source answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Override,
+    ConfigMap,
+    Builtin,
+}
+
+/// What the ConfigMap said, when it was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigMapState {
+    /// It has the type.
+    Found,
+    /// It was read and does not have the type.
+    Lacks,
+    /// The host could not give it (missing, forbidden, no cluster).
+    Unreadable(String),
+    /// It was read and its content is not in our format.
+    Malformed(String),
+}
+
+/// The outcome of a lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    pub capacity: Option<(Capacity, Source)>,
+    /// `None` when the ConfigMap was not asked (an override answered).
+    pub configmap: Option<ConfigMapState>,
+}
+
+/// Looks `name` up: overrides, then the ConfigMap, then (if enabled) the built-in table.
+pub fn resolve(
+    name: TypeName<'_>,
+    instance_type: &str,
+    settings: &Settings,
+    src: &impl ConfigMapSource,
+) -> Resolution {
+    if let Some(c) = settings.overrides.get(instance_type) {
+        return Resolution {
+            capacity: Some((*c, Source::Override)),
+            configmap: None,
+        };
+    }
+    let state = match src.get(
+        &settings.config_map_namespace,
+        &settings.config_map_name,
+        &name.field_mask(),
+    ) {
+        Err(e) => ConfigMapState::Unreadable(e),
+        Ok(bytes) => match table::lookup_in_configmap(&bytes, name) {
+            Ok(Some(c)) => {
+                return Resolution {
+                    capacity: Some((c, Source::ConfigMap)),
+                    configmap: Some(ConfigMapState::Found),
+                };
+            }
+            Ok(None) => ConfigMapState::Lacks,
+            Err(e) => ConfigMapState::Malformed(e.to_string()),
+        },
+    };
+    let builtin = match settings.fallback {
+        Fallback::Embedded => builtin::lookup(instance_type).map(|c| (c, Source::Builtin)),
+        Fallback::None => None,
+    };
+    Resolution {
+        capacity: builtin,
+        configmap: Some(state),
+    }
+}
