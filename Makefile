@@ -24,8 +24,10 @@ policy.wasm: setup
 bench-policies: setup
 	$(CARGO) build --profile policy --target $(WASM_TARGET) -p bench-accept-all -p bench-parse-only
 
-## test: everything CI checks: unit tests, the compiled policy through the waPC harness
+## test: every unit and end-to-end test: the compiled policy through the waPC harness, the refresher
+## binary against the fake Kubernetes API and moto (python3 -m moto.server; pip install 'moto[server]==5.2.1')
 test: policy.wasm
+	$(CARGO) build -p capa-refresher
 	$(CARGO) test --workspace
 
 ## lint: formatting and clippy, warnings are errors

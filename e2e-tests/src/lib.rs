@@ -9,7 +9,9 @@
 
 pub mod capabilities;
 pub mod evaluation;
+pub mod fake_kube;
 pub mod paths;
+pub mod servers;
 pub mod wasm;
 
 pub use capabilities::{FixedAnswer, HostCapabilities, NoCluster, ReplaySession};

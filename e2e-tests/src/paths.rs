@@ -24,3 +24,33 @@ pub fn policy_wasm() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("policy.wasm"))
 }
+
+/// The refresher binary: `$CAPA_REFRESHER_BIN`, else `capa-refresher` next to the running test
+/// binary's profile directory (`target/debug/deps/<test>` → `target/debug/capa-refresher`).
+pub fn refresher_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CAPA_REFRESHER_BIN") {
+        return PathBuf::from(p);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            exe.parent()
+                .and_then(|deps| deps.parent())
+                .map(|dir| dir.join("capa-refresher"))
+        })
+        .unwrap_or_else(|| PathBuf::from("capa-refresher"))
+}
+
+/// A fresh, empty directory under the system temp dir.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "capa-e2e-{}-{}-{tag}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}

@@ -1,0 +1,513 @@
+//! End-to-end tests of the real `capa-refresher` binary against real servers on 127.0.0.1: the fake
+//! Kubernetes API server (in this process) and moto behind our paging/fault proxy (processes).
+#![allow(clippy::unwrap_used)] // test code: a panic is a test failure
+
+use capa_core::table::{Table, TypeName};
+use e2e_tests::fake_kube::FakeKube;
+use e2e_tests::paths;
+use e2e_tests::servers::{Ec2, Process, wait_for};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const NS: &str = "openshift-machine-api";
+const CM: &str = "machineset-instance-types";
+/// moto 5.2.1's catalogue: 1263 types → 13 pages of 100.
+const PAGES: usize = 13;
+
+struct Cluster {
+    kube: FakeKube,
+    ec2: Ec2,
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let kube = FakeKube::start().unwrap();
+        let ec2 = Ec2::start().unwrap();
+        let dir = paths::scratch_dir("refresher");
+        let kubeconfig = kube.write_kubeconfig(&dir).unwrap();
+        kube.put(json!({
+            "apiVersion": "config.openshift.io/v1", "kind": "Infrastructure",
+            "metadata": {"name": "cluster"},
+            "status": {"platformStatus": {"type": "AWS", "aws": {"region": "eu-west-3",
+                "serviceEndpoints": [{"name": "ec2", "url": ec2.proxy_url}]}}}
+        }));
+        Cluster {
+            kube,
+            ec2,
+            dir,
+            kubeconfig,
+        }
+    }
+
+    fn secret(&self, name: &str, key_id: &str, secret: &str) {
+        self.kube.put(json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS},
+            "data": {"aws_access_key_id": b64(key_id), "aws_secret_access_key": b64(secret)}
+        }));
+    }
+
+    fn machineset(&self, name: &str, region: &str, instance_type: &str, secret: &str) {
+        self.kube
+            .put(machineset(name, region, instance_type, secret));
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(paths::refresher_bin());
+        c.args(args)
+            .args(["--metrics-bind-address", "0", "--health-addr", "0"])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", &self.dir)
+            .env("RUST_LOG", "info")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_REGION");
+        c
+    }
+
+    fn once(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["--once"];
+        args.extend_from_slice(extra);
+        let out = self.command(&args).output().unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e} (build it: cargo build -p capa-refresher)",
+                paths::refresher_bin().display()
+            )
+        });
+        eprintln!(
+            "--- refresher stderr ---\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn spawn(&self, extra: &[&str]) -> Process {
+        let child = self
+            .command(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        Process::from_child(child, "capa-refresher")
+    }
+
+    fn configmap(&self) -> Option<Value> {
+        self.kube.get("v1", "ConfigMap", Some(NS), CM)
+    }
+
+    fn table(&self) -> Table {
+        let cm = self.configmap().expect("the ConfigMap exists");
+        let data = cm["data"].as_object().unwrap();
+        let (t, bad) =
+            Table::from_configmap_data(data.iter().map(|(k, v)| (k.as_str(), v.as_str().unwrap())));
+        assert!(bad.is_empty());
+        t
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.kube.list("v1", "Event")
+    }
+
+    fn requests(&self, verb: &str, resource: &str) -> usize {
+        self.kube
+            .requests()
+            .iter()
+            .filter(|r| r.verb == verb && r.resource == resource)
+            .count()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn b64(s: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for chunk in b.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn machineset(name: &str, region: &str, instance_type: &str, secret: &str) -> Value {
+    json!({
+        "apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineSet",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"replicas": 0, "template": {"spec": {"providerSpec": {"value": {
+            "apiVersion": "machine.openshift.io/v1beta1", "kind": "AWSMachineProviderConfig",
+            "instanceType": instance_type, "credentialsSecret": {"name": secret},
+            "placement": {"region": region, "availabilityZone": format!("{region}a")}}}}}}
+    })
+}
+
+fn cap(t: &Table, name: &str) -> (u32, u64, u32, String) {
+    let c = t
+        .get(TypeName::parse(name).unwrap())
+        .unwrap_or_else(|| panic!("{name} not in the table"));
+    (c.vcpu, c.memory_mib, c.gpu, c.arch.to_string())
+}
+
+#[test]
+fn fresh_cluster_one_refresh_fills_the_table() {
+    let c = Cluster::new();
+    c.secret("aws-creds", "AKIAE2E", "s3cr3t-value-never-logged");
+    c.machineset("w1", "eu-west-3", "m6g.xlarge", "aws-creds");
+    let out = c.once(&[]);
+    assert!(out.status.success(), "--once failed");
+    let t = c.table();
+    assert_eq!(t.len(), 1263, "every type moto knows");
+    // reference/sample-capacities.md (types moto 5.2.1 has)
+    for (name, want) in [
+        ("m5.large", (2, 8192, 0, "amd64")),
+        ("m5.xlarge", (4, 16384, 0, "amd64")),
+        ("m6i.8xlarge", (32, 131072, 0, "amd64")),
+        ("t2.micro", (1, 1024, 0, "amd64")),
+        ("t3.micro", (2, 1024, 0, "amd64")),
+        ("t4g.medium", (2, 4096, 0, "arm64")),
+        ("c6g.xlarge", (4, 8192, 0, "arm64")),
+        ("a1.2xlarge", (8, 16384, 0, "arm64")),
+        ("m6g.4xlarge", (16, 65536, 0, "arm64")),
+        ("p4d.24xlarge", (96, 1179648, 8, "amd64")),
+        ("p5.48xlarge", (192, 2097152, 8, "amd64")),
+        ("g4dn.xlarge", (4, 16384, 1, "amd64")),
+        ("g4ad.xlarge", (4, 16384, 1, "amd64")),
+        ("g5.xlarge", (4, 16384, 1, "amd64")),
+        ("g5g.xlarge", (4, 8192, 1, "arm64")),
+        ("dl1.24xlarge", (96, 786432, 8, "amd64")),
+        ("inf1.xlarge", (4, 8192, 0, "amd64")),
+        ("inf2.xlarge", (4, 16384, 0, "amd64")),
+        ("trn1.2xlarge", (8, 32768, 0, "amd64")),
+        ("mac1.metal", (12, 32768, 0, "amd64")),
+        ("mac2.metal", (8, 16384, 0, "arm64")),
+        ("g6f.large", (2, 8192, 0, "amd64")),
+    ] {
+        let (v, m, g, a) = want;
+        assert_eq!(cap(&t, name), (v, m, g, a.to_string()), "{name}");
+    }
+    let cm = c.configmap().unwrap();
+    let ann = &cm["metadata"]["annotations"];
+    assert_eq!(ann["capa-annotator.io/format-version"], "1");
+    assert_eq!(ann["capa-annotator.io/regions"], "eu-west-3");
+    assert!(
+        ann["capa-annotator.io/last-refresh"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+    // paging: exactly ceil(1263/100) calls, all with MaxResults=100
+    let calls: Vec<Value> = c
+        .ec2
+        .calls()
+        .unwrap()
+        .into_iter()
+        .filter(|c| c["action"] == "DescribeInstanceTypes")
+        .collect();
+    assert_eq!(calls.len(), PAGES);
+    assert!(calls.iter().all(|c| c["max_results"] == 100));
+    // secrets never appear in the output
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains("s3cr3t-value-never-logged"));
+    // the MachineSet is re-admitted (a patch), since it is not annotated
+    assert_eq!(c.requests("patch", "machinesets"), 1);
+    let ms = c
+        .kube
+        .get("machine.openshift.io/v1beta1", "MachineSet", Some(NS), "w1")
+        .unwrap();
+    assert_eq!(
+        ms["metadata"]["annotations"]["capa-annotator.io/table-entry"],
+        "m6g.xlarge vcpu=4 memoryMiB=16384 gpu=0 arch=arm64"
+    );
+    assert!(
+        ms["metadata"]["annotations"]
+            .get("machine.openshift.io/vCPU")
+            .is_none(),
+        "the refresher never writes capacity itself"
+    );
+}
+
+#[test]
+fn one_scan_per_region_whatever_the_machinesets_and_secrets() {
+    let c = Cluster::new();
+    c.secret("creds-a", "AKIAAAA", "secret-a");
+    c.secret("creds-b", "AKIABBB", "secret-b");
+    c.machineset("eu-1", "eu-west-3", "m5.large", "creds-a");
+    c.machineset("eu-2", "eu-west-3", "m5.xlarge", "creds-b");
+    c.machineset("eu-3", "eu-west-3", "c6g.xlarge", "creds-a");
+    c.machineset("us-1", "us-east-1", "m5.large", "creds-a");
+    c.machineset("us-2", "us-west-2", "m5.large", "creds-b");
+    assert!(c.once(&[]).status.success());
+    for region in ["eu-west-3", "us-east-1", "us-west-2"] {
+        assert_eq!(
+            c.ec2.count("DescribeInstanceTypes", Some(region)).unwrap(),
+            PAGES,
+            "{region}: one full scan"
+        );
+    }
+    assert_eq!(
+        c.ec2.count("DescribeInstanceTypes", None).unwrap(),
+        3 * PAGES
+    );
+    let ann = &c.configmap().unwrap()["metadata"]["annotations"];
+    assert_eq!(
+        ann["capa-annotator.io/regions"],
+        "eu-west-3,us-east-1,us-west-2"
+    );
+}
+
+#[test]
+fn throttled_twice_then_ok() {
+    let c = Cluster::new();
+    c.secret("aws-creds", "AKIAE2E", "s");
+    c.machineset("w1", "eu-west-3", "m5.large", "aws-creds");
+    c.ec2
+        .fault(json!({"action": "DescribeInstanceTypes", "status": 503, "code": "RequestLimitExceeded", "count": 2}))
+        .unwrap();
+    assert!(c.once(&[]).status.success());
+    let statuses: Vec<Value> = c
+        .ec2
+        .calls()
+        .unwrap()
+        .into_iter()
+        .filter(|x| x["action"] == "DescribeInstanceTypes")
+        .map(|x| x["status"].clone())
+        .collect();
+    assert_eq!(&statuses[..3], &[json!(503), json!(503), json!(200)]);
+    assert_eq!(statuses.len(), PAGES + 2);
+    assert_eq!(c.table().len(), 1263);
+}
+
+#[test]
+fn auth_failure_in_one_group_keeps_entries_and_warns() {
+    let c = Cluster::new();
+    let (id, secret) = c.ec2.enable_auth().unwrap();
+    c.secret("good", &id, &secret);
+    c.secret("bad", &id, "wrong-secret-value");
+    c.machineset("good-ms", "eu-west-3", "m5.large", "good");
+    c.machineset("bad-ms", "us-east-1", "m5.large", "bad");
+    // an entry written earlier, for a type no region returns: must survive
+    let mut old = Table::new();
+    old.insert(
+        TypeName::parse("zz9.huge").unwrap(),
+        capa_core::Capacity {
+            vcpu: 9,
+            memory_mib: 9,
+            gpu: 0,
+            arch: capa_core::Arch::Amd64,
+            gpu_vendor: None,
+        },
+    );
+    let data: serde_json::Map<String, Value> = old
+        .to_configmap_data()
+        .into_iter()
+        .map(|(k, v)| (k, json!(v)))
+        .collect();
+    c.kube.put(
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": CM, "namespace": NS,
+        "annotations": {"capa-annotator.io/regions": "ap-south-1"}}, "data": data}),
+    );
+
+    let out = c.once(&[]);
+    assert!(!out.status.success(), "--once must report the failed group");
+    let t = c.table();
+    assert_eq!(t.len(), 1264, "eu-west-3 fetched, the old entry kept");
+    assert_eq!(cap(&t, "zz9.huge").0, 9);
+    let ann = &c.configmap().unwrap()["metadata"]["annotations"];
+    assert_eq!(
+        ann["capa-annotator.io/regions"], "ap-south-1,eu-west-3",
+        "a failed region is not recorded, none is lost"
+    );
+    let events = c.events();
+    let bad: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == "bad-ms")
+        .collect();
+    assert!(
+        !bad.is_empty(),
+        "a Warning Event on the MachineSet whose Secret failed"
+    );
+    assert_eq!(bad[0]["type"], "Warning");
+    let msg = bad[0]["message"].as_str().unwrap();
+    assert!(msg.contains("Secret openshift-machine-api/bad"), "{msg}");
+    // secrets never appear in logs, events or output
+    let everything = format!(
+        "{}{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        json!(events)
+    );
+    assert!(!everything.contains(&secret) && !everything.contains("wrong-secret-value"));
+    // the auth failure was not retried
+    let auth_calls = c
+        .ec2
+        .calls()
+        .unwrap()
+        .into_iter()
+        .filter(|x| x["region"] == "us-east-1" && x["status"] == 401)
+        .count();
+    assert_eq!(auth_calls, 1, "AuthFailure is not retried");
+}
+
+#[test]
+fn missing_secret_is_reported_and_others_go_on() {
+    let c = Cluster::new();
+    c.secret("good", "AKIAE2E", "s");
+    c.machineset("ok", "eu-west-3", "m5.large", "good");
+    c.machineset("orphan", "us-east-1", "m5.large", "does-not-exist");
+    let out = c.once(&[]);
+    assert!(!out.status.success());
+    assert_eq!(c.table().len(), 1263);
+    let events = c.events();
+    let e = events
+        .iter()
+        .find(|e| e["involvedObject"]["name"] == "orphan")
+        .expect("event on orphan");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("does-not-exist not found"),
+        "{e}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does-not-exist"));
+}
+
+#[test]
+fn conflicting_writer_is_retried_and_nothing_is_lost() {
+    let c = Cluster::new();
+    c.secret("aws-creds", "AKIAE2E", "s");
+    c.machineset("w1", "eu-west-3", "m5.large", "aws-creds");
+    c.kube.put(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": CM, "namespace": NS}, "data": {}}));
+    c.kube.interfere_before_next_write(
+        "v1",
+        "ConfigMap",
+        Some(NS),
+        CM,
+        Box::new(|cm: &mut Value| {
+            cm["data"]["zz8"] =
+                json!(r#"{"huge":{"vcpu":8,"memoryMiB":8,"gpu":0,"arch":"arm64"}}"#);
+        }),
+    );
+    assert!(c.once(&[]).status.success());
+    let t = c.table();
+    assert_eq!(t.len(), 1264, "the other writer's entry survived the retry");
+    assert_eq!(cap(&t, "zz8.huge"), (8, 8, 0, "arm64".into()));
+    assert!(
+        c.requests("update", "configmaps") >= 2,
+        "a conflict, then a successful write"
+    );
+}
+
+#[test]
+fn unchanged_table_is_not_written_again() {
+    let c = Cluster::new();
+    c.secret("aws-creds", "AKIAE2E", "s");
+    c.machineset("w1", "eu-west-3", "m5.large", "aws-creds");
+    assert!(c.once(&[]).status.success());
+    let rv = c.configmap().unwrap()["metadata"]["resourceVersion"].clone();
+    let writes = c.requests("create", "configmaps") + c.requests("update", "configmaps");
+    assert!(c.once(&[]).status.success());
+    assert_eq!(c.configmap().unwrap()["metadata"]["resourceVersion"], rv);
+    assert_eq!(
+        c.requests("create", "configmaps") + c.requests("update", "configmaps"),
+        writes
+    );
+}
+
+#[test]
+fn dry_run_prints_the_table_and_writes_nothing() {
+    let c = Cluster::new();
+    c.secret("aws-creds", "AKIAE2E", "s");
+    c.machineset("w1", "eu-west-3", "m5.large", "aws-creds");
+    let out = c.once(&["--dry-run"]);
+    assert!(out.status.success());
+    let cm: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cm["kind"], "ConfigMap");
+    assert_eq!(cm["data"].as_object().unwrap().len(), 177, "families");
+    assert!(c.configmap().is_none());
+    assert_eq!(c.requests("patch", "machinesets"), 0);
+}
+
+#[test]
+fn unknown_instance_type_gets_a_failed_update_event() {
+    let c = Cluster::new();
+    c.secret("aws-creds", "AKIAE2E", "s");
+    c.machineset("typo", "eu-west-3", "m5.xlargee", "aws-creds");
+    c.machineset("fine", "eu-west-3", "m5.large", "aws-creds");
+    assert!(c.once(&[]).status.success());
+    let events = c.events();
+    let e = events
+        .iter()
+        .find(|e| e["involvedObject"]["name"] == "typo")
+        .expect("event");
+    assert_eq!(e["reason"], "FailedUpdate");
+    assert_eq!(e["type"], "Warning");
+    assert!(events.iter().all(|e| e["involvedObject"]["name"] != "fine"));
+}
+
+#[test]
+fn new_machineset_in_a_new_region_is_refreshed_within_a_minute() {
+    let c = Cluster::new();
+    c.secret("aws-creds", "AKIAE2E", "s");
+    c.machineset("w1", "eu-west-3", "m5.large", "aws-creds");
+    let _svc = c.spawn(&[]);
+    wait_for(Duration::from_secs(60), || c.configmap()).expect("first refresh wrote the table");
+    assert_eq!(
+        c.ec2
+            .count("DescribeInstanceTypes", Some("us-west-2"))
+            .unwrap(),
+        0
+    );
+    c.machineset("w2", "us-west-2", "m6g.xlarge", "aws-creds");
+    let covered = wait_for(Duration::from_secs(60), || {
+        let cm = c.configmap()?;
+        let regions = cm["metadata"]["annotations"]["capa-annotator.io/regions"]
+            .as_str()?
+            .to_string();
+        regions.contains("us-west-2").then_some(regions)
+    });
+    assert_eq!(covered.as_deref(), Some("eu-west-3,us-west-2"));
+    assert_eq!(
+        c.ec2
+            .count("DescribeInstanceTypes", Some("us-west-2"))
+            .unwrap(),
+        PAGES
+    );
+    assert_eq!(
+        c.ec2
+            .count("DescribeInstanceTypes", Some("eu-west-3"))
+            .unwrap(),
+        PAGES,
+        "the other region is not scanned again"
+    );
+    // and the new MachineSet was re-admitted
+    let ms = wait_for(Duration::from_secs(10), || {
+        let ms = c
+            .kube
+            .get("machine.openshift.io/v1beta1", "MachineSet", Some(NS), "w2")?;
+        ms["metadata"]["annotations"]
+            .get("capa-annotator.io/table-entry")
+            .cloned()
+    });
+    assert!(ms.is_some());
+}

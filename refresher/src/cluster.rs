@@ -1,0 +1,172 @@
+//! Everything the refresher reads from and writes to the Kubernetes API.
+
+use crate::plan::{ObjectRef, SecretRef};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, EventSource, ObjectReference, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{
+    ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::{Api, Client};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Field manager and event source name.
+pub const COMPONENT: &str = "capa-refresher";
+
+pub fn machineset_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("machine.openshift.io", "v1beta1", "MachineSet"),
+        "machinesets",
+    )
+}
+
+fn infrastructure_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("config.openshift.io", "v1", "Infrastructure"),
+        "infrastructures",
+    )
+}
+
+/// 404, whatever the body (a missing CRD answers plain text).
+pub fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+pub fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+/// The MachineSets API (all namespaces, or one).
+pub fn machinesets(client: &Client, namespace: Option<&str>) -> Api<DynamicObject> {
+    let ar = machineset_resource();
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    }
+}
+
+/// Every MachineSet as plain JSON (what capa-core reads).
+pub async fn list_machinesets(
+    client: &Client,
+    namespace: Option<&str>,
+) -> Result<Vec<Value>, kube::Error> {
+    let list = machinesets(client, namespace)
+        .list(&ListParams::default())
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|o| serde_json::to_value(o).ok())
+        .collect())
+}
+
+/// The `data` of a Secret, decoded; `None` when it does not exist.
+pub async fn secret_data(
+    client: &Client,
+    secret: &SecretRef,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, kube::Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &secret.namespace);
+    match api.get(&secret.name).await {
+        Ok(s) => {
+            let mut data: BTreeMap<String, Vec<u8>> = s
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            for (k, v) in s.string_data.unwrap_or_default() {
+                data.entry(k).or_insert_with(|| v.into_bytes());
+            }
+            Ok(Some(data))
+        }
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The custom EC2 endpoint of the `Infrastructure` named `cluster`
+/// (`status.platformStatus.aws.serviceEndpoints[name=ec2].url`); `None` on non-OpenShift clusters.
+pub async fn ec2_endpoint(client: &Client) -> Result<Option<String>, kube::Error> {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &infrastructure_resource());
+    match api.get("cluster").await {
+        Ok(infra) => Ok(infra
+            .data
+            .pointer("/status/platformStatus/aws/serviceEndpoints")
+            .and_then(Value::as_array)
+            .and_then(|eps| {
+                eps.iter()
+                    .find(|e| e.get("name").and_then(Value::as_str) == Some("ec2"))
+                    .and_then(|e| e.get("url").and_then(Value::as_str))
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_string)
+            })),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `openshift-config-managed/kube-cloud-config` key `ca-bundle.pem`; `None` when absent.
+pub async fn ca_bundle(client: &Client) -> Result<Option<Vec<u8>>, kube::Error> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "openshift-config-managed");
+    match api.get("kube-cloud-config").await {
+        Ok(cm) => Ok(cm
+            .data
+            .and_then(|d| d.get("ca-bundle.pem").cloned())
+            .filter(|s| !s.trim().is_empty())
+            .map(String::into_bytes)),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A merge patch on a MachineSet.
+pub async fn patch_machineset(
+    client: &Client,
+    at: &ObjectRef,
+    patch: &Value,
+) -> Result<(), kube::Error> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &at.namespace, &machineset_resource());
+    api.patch(
+        &at.name,
+        &PatchParams::apply(COMPONENT),
+        &Patch::Merge(patch),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// A core/v1 Event on a MachineSet (`type_`: `Warning` or `Normal`). Failures are logged, not
+/// returned: an event that cannot be written must not stop a refresh.
+pub async fn event(client: &Client, at: &ObjectRef, type_: &str, reason: &str, message: &str) {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let ev = Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}.", at.name)),
+            namespace: Some(at.namespace.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("machine.openshift.io/v1beta1".into()),
+            kind: Some("MachineSet".into()),
+            name: Some(at.name.clone()),
+            namespace: Some(at.namespace.clone()),
+            ..Default::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        type_: Some(type_.into()),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: Some(1),
+        source: Some(EventSource {
+            component: Some(COMPONENT.into()),
+            host: None,
+        }),
+        ..Default::default()
+    };
+    let api: Api<Event> = Api::namespaced(client.clone(), &at.namespace);
+    if let Err(e) = api.create(&PostParams::default(), &ev).await {
+        tracing::warn!(machineset = %at, reason, error = %e, "cannot write event");
+    }
+}

@@ -1,0 +1,158 @@
+//! Command-line flags; each also reads an environment variable (`CAPA_…`).
+
+use capa_core::table::{DEFAULT_CONFIGMAP_NAME, DEFAULT_CONFIGMAP_NAMESPACE};
+use clap::{Parser, ValueEnum};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Keeps the capa-annotator instance-type ConfigMap current from EC2 DescribeInstanceTypes, with
+/// the credentials each AWS MachineSet references.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "capa-refresher", version)]
+pub struct Config {
+    /// Only MachineSets of this namespace (default: all namespaces).
+    #[arg(long, env = "CAPA_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Name of the instance-type ConfigMap.
+    #[arg(long, env = "CAPA_CONFIGMAP_NAME", default_value = DEFAULT_CONFIGMAP_NAME)]
+    pub configmap_name: String,
+
+    /// Namespace of the instance-type ConfigMap.
+    #[arg(long, env = "CAPA_CONFIGMAP_NAMESPACE", default_value = DEFAULT_CONFIGMAP_NAMESPACE)]
+    pub configmap_namespace: String,
+
+    /// Time between full refreshes (e.g. 24h, 90m).
+    #[arg(long, env = "CAPA_REFRESH_INTERVAL", default_value = "24h", value_parser = parse_duration)]
+    pub refresh_interval: Duration,
+
+    /// At most one on-demand scan per region per this interval (failures included).
+    #[arg(long, env = "CAPA_MIN_REGION_SCAN_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub min_region_scan_interval: Duration,
+
+    /// Address of /metrics (":8080" = all interfaces, port 8080; "0" disables).
+    #[arg(long, env = "CAPA_METRICS_BIND_ADDRESS", default_value = ":8080", value_parser = parse_addr)]
+    pub metrics_bind_address: BindAddr,
+
+    /// Address of /healthz and /readyz ("0" disables).
+    #[arg(long, env = "CAPA_HEALTH_ADDR", default_value = ":9440", value_parser = parse_addr)]
+    pub health_addr: BindAddr,
+
+    /// Take part in leader election (a coordination.k8s.io Lease) before refreshing.
+    #[arg(long, env = "CAPA_LEADER_ELECT")]
+    pub leader_elect: bool,
+
+    /// Namespace of the leader-election Lease (default: the ConfigMap's namespace).
+    #[arg(long, env = "CAPA_LEADER_ELECT_RESOURCE_NAMESPACE")]
+    pub leader_elect_resource_namespace: Option<String>,
+
+    /// Lease duration.
+    #[arg(long, env = "CAPA_LEADER_ELECT_LEASE_DURATION", default_value = "120s", value_parser = parse_duration)]
+    pub leader_elect_lease_duration: Duration,
+
+    /// Run one refresh and exit; the exit status says whether every region succeeded.
+    #[arg(long, env = "CAPA_ONCE")]
+    pub once: bool,
+
+    /// Print the table JSON on stdout instead of writing the ConfigMap (and re-admitting nothing).
+    #[arg(long, env = "CAPA_DRY_RUN")]
+    pub dry_run: bool,
+
+    /// Log format.
+    #[arg(long, env = "CAPA_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    pub fn lease_namespace(&self) -> &str {
+        self.leader_elect_resource_namespace
+            .as_deref()
+            .unwrap_or(&self.configmap_namespace)
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 24h or 90s: {e}"))?;
+    if d.is_zero() {
+        return Err("must be greater than zero".to_string());
+    }
+    Ok(d)
+}
+
+/// A listen address; `None` = disabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindAddr(pub Option<SocketAddr>);
+
+/// `:8080` → `0.0.0.0:8080`; `127.0.0.1:8080` as is; `0` → disabled.
+fn parse_addr(s: &str) -> Result<BindAddr, String> {
+    if s == "0" {
+        return Ok(BindAddr(None));
+    }
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_string()
+    };
+    full.parse()
+        .map(|a| BindAddr(Some(a)))
+        .map_err(|e| format!("{s:?} is not an address like :8080 or 127.0.0.1:8080: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = Config::try_parse_from(["capa-refresher"]).unwrap();
+        assert_eq!(c.configmap_name, "machineset-instance-types");
+        assert_eq!(c.configmap_namespace, "openshift-machine-api");
+        assert_eq!(c.refresh_interval, Duration::from_secs(86400));
+        assert_eq!(c.min_region_scan_interval, Duration::from_secs(600));
+        assert_eq!(
+            c.metrics_bind_address.0,
+            Some("0.0.0.0:8080".parse().unwrap())
+        );
+        assert_eq!(c.health_addr.0, Some("0.0.0.0:9440".parse().unwrap()));
+        assert_eq!(c.leader_elect_lease_duration, Duration::from_secs(120));
+        assert_eq!(c.lease_namespace(), "openshift-machine-api");
+        assert!(!c.once && !c.dry_run && !c.leader_elect);
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn flags() {
+        let c = Config::try_parse_from([
+            "capa-refresher",
+            "--namespace",
+            "x",
+            "--refresh-interval",
+            "90m",
+            "--metrics-bind-address",
+            "127.0.0.1:1",
+            "--health-addr",
+            "0",
+            "--once",
+            "--dry-run",
+            "--log-format",
+            "json",
+            "--leader-elect-resource-namespace",
+            "y",
+        ])
+        .unwrap();
+        assert_eq!(c.namespace.as_deref(), Some("x"));
+        assert_eq!(c.refresh_interval, Duration::from_secs(5400));
+        assert_eq!(c.health_addr.0, None);
+        assert_eq!(c.lease_namespace(), "y");
+        assert!(Config::try_parse_from(["capa-refresher", "--refresh-interval", "soon"]).is_err());
+        assert!(Config::try_parse_from(["capa-refresher", "--refresh-interval", "0s"]).is_err());
+        assert!(Config::try_parse_from(["capa-refresher", "--health-addr", "nowhere"]).is_err());
+    }
+}

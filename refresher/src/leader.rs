@@ -1,0 +1,139 @@
+//! Leader election on a coordination.k8s.io/v1 Lease: only the holder refreshes.
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::PostParams;
+use kube::{Api, Client};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub const LEASE_NAME: &str = "capa-refresher";
+
+pub struct LeaderElector {
+    api: Api<Lease>,
+    identity: String,
+    duration: Duration,
+}
+
+impl LeaderElector {
+    pub fn new(client: &Client, namespace: &str, identity: String, duration: Duration) -> Self {
+        LeaderElector {
+            api: Api::namespaced(client.clone(), namespace),
+            identity,
+            duration,
+        }
+    }
+
+    fn ttl_secs(&self) -> i32 {
+        i32::try_from(self.duration.as_secs())
+            .unwrap_or(i32::MAX)
+            .max(1)
+    }
+
+    /// Takes or renews the lease; `Ok(false)` when someone else holds it.
+    pub async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
+        let now = Timestamp::now();
+        let mut lease = match self.api.get(LEASE_NAME).await {
+            Ok(l) => l,
+            Err(e) if crate::cluster::is_not_found(&e) => {
+                let l = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(LEASE_NAME.into()),
+                        ..Default::default()
+                    },
+                    spec: Some(LeaseSpec {
+                        holder_identity: Some(self.identity.clone()),
+                        lease_duration_seconds: Some(self.ttl_secs()),
+                        acquire_time: Some(MicroTime(now)),
+                        renew_time: Some(MicroTime(now)),
+                        lease_transitions: Some(0),
+                        ..Default::default()
+                    }),
+                };
+                return match self.api.create(&PostParams::default(), &l).await {
+                    Ok(_) => Ok(true),
+                    Err(e) if crate::cluster::is_conflict(&e) => Ok(false),
+                    Err(e) => Err(e),
+                };
+            }
+            Err(e) => return Err(e),
+        };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        let mine = spec.holder_identity.as_deref() == Some(self.identity.as_str());
+        let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
+            (Some(MicroTime(t)), Some(d)) => {
+                now.duration_since(*t) > SignedDuration::from_secs(d.into())
+            }
+            _ => true,
+        };
+        if !mine && !expired {
+            return Ok(false);
+        }
+        if !mine {
+            spec.holder_identity = Some(self.identity.clone());
+            spec.acquire_time = Some(MicroTime(now));
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+        }
+        spec.lease_duration_seconds = Some(self.ttl_secs());
+        spec.renew_time = Some(MicroTime(now));
+        match self
+            .api
+            .replace(LEASE_NAME, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if crate::cluster::is_conflict(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits until this process holds the lease (or `stop`).
+    pub async fn acquire(&self, stop: &CancellationToken) -> bool {
+        let retry = (self.duration / 4).max(Duration::from_secs(1));
+        loop {
+            match self.try_acquire_or_renew().await {
+                Ok(true) => {
+                    tracing::info!(identity = %self.identity, lease = LEASE_NAME, "became leader");
+                    return true;
+                }
+                Ok(false) => {
+                    tracing::info!(lease = LEASE_NAME, "another replica is leader; waiting")
+                }
+                Err(e) => tracing::warn!(error = %e, "leader election failed; retrying"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                _ = tokio::time::sleep(retry) => {}
+            }
+        }
+    }
+
+    /// Renews the lease until `stop`; cancels `stop` when leadership is lost.
+    pub async fn keep(&self, stop: CancellationToken) {
+        let period = (self.duration / 3).max(Duration::from_secs(1));
+        let mut last_ok = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(period) => {}
+            }
+            match self.try_acquire_or_renew().await {
+                Ok(true) => last_ok = tokio::time::Instant::now(),
+                Ok(false) => {
+                    tracing::error!("leadership lost to another replica; stopping");
+                    stop.cancel();
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot renew the lease");
+                    if last_ok.elapsed() >= self.duration {
+                        tracing::error!("lease expired without renewal; stopping");
+                        stop.cancel();
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! capa-refresher: keeps the capa-annotator instance-type ConfigMap current from EC2.
+
+mod cluster;
+mod config;
+mod credentials;
+mod ec2;
+mod leader;
+mod metrics;
+mod plan;
+mod rate_limit;
+mod readmit;
+mod refresh;
+mod region_cache;
+mod server;
+mod service;
+mod stored_table;
+mod table_store;
+mod telemetry;
+
+use clap::Parser;
+use config::Config;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let cfg = Config::parse();
+    telemetry::init(cfg.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cfg)) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "capa-refresher stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
+    let client = kube::Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!("cannot reach the Kubernetes API ({e}); run in a cluster or set KUBECONFIG")
+    })?;
+    let metrics = Arc::new(metrics::Metrics::new());
+    let opts = refresh::Options {
+        namespace: cfg.namespace.clone(),
+        store: table_store::TableStore {
+            name: cfg.configmap_name.clone(),
+            namespace: cfg.configmap_namespace.clone(),
+        },
+        dry_run: cfg.dry_run,
+        stale_after: cfg.refresh_interval / 2,
+    };
+    let refresher = Arc::new(refresh::Refresher::new(
+        client.clone(),
+        opts,
+        metrics.clone(),
+    ));
+
+    if cfg.once || cfg.dry_run {
+        let report = refresher.refresh(None).await?;
+        if cfg.dry_run {
+            let cm = report
+                .dry_run_configmap
+                .as_ref()
+                .unwrap_or(&serde_json::Value::Null);
+            println!("{}", serde_json::to_string_pretty(cm)?);
+        }
+        if !report.success() {
+            for (region, why) in &report.regions_failed {
+                tracing::error!(region, reason = %why, "region not refreshed");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let stop = CancellationToken::new();
+    tokio::spawn(shutdown_on_signal(stop.clone()));
+    let health = Arc::new(server::Health::default());
+    let mut servers = Vec::new();
+    match (cfg.metrics_bind_address.0, cfg.health_addr.0) {
+        (Some(m), Some(h)) if m == h => servers.push((m, true, true)),
+        (m, h) => {
+            if let Some(m) = m {
+                servers.push((m, true, false));
+            }
+            if let Some(h) = h {
+                servers.push((h, false, true));
+            }
+        }
+    }
+    for (addr, with_metrics, with_health) in servers {
+        let (metrics, health, stop) = (metrics.clone(), health.clone(), stop.clone());
+        tokio::spawn(async move {
+            if let Err(e) = server::serve(
+                addr,
+                with_metrics,
+                with_health,
+                metrics,
+                health,
+                stop.clone(),
+            )
+            .await
+            {
+                tracing::error!(error = format!("{e:#}"), "HTTP server failed; stopping");
+                stop.cancel();
+            }
+        });
+    }
+    health.set_ready(true);
+
+    if cfg.leader_elect {
+        let identity = std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| format!("capa-refresher-{}", std::process::id()));
+        let elector = Arc::new(leader::LeaderElector::new(
+            &client,
+            cfg.lease_namespace(),
+            identity,
+            cfg.leader_elect_lease_duration,
+        ));
+        if !elector.acquire(&stop).await {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let keeper = elector.clone();
+        let keep_stop = stop.clone();
+        tokio::spawn(async move { keeper.keep(keep_stop).await });
+    }
+    service::run(
+        refresher,
+        cfg.refresh_interval,
+        cfg.min_region_scan_interval,
+        stop.clone(),
+    )
+    .await;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_on_signal(stop: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received; shutting down"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    stop.cancel();
+}

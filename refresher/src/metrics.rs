@@ -1,0 +1,165 @@
+//! Prometheus metrics of the refresher (text format on /metrics).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    operation: String,
+    result: String,
+}
+
+/// Every metric, registered once.
+pub struct Metrics {
+    registry: Registry,
+    refreshes: Family<ResultLabel, Counter>,
+    last_success: Gauge<f64, AtomicU64>,
+    table_size: Gauge,
+    ec2_calls: Family<CallLabels, Counter>,
+    refresh_duration: Histogram,
+    readmitted: Counter,
+    configmap_writes: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("capa_refresher");
+        let refreshes = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "refreshes",
+            "Refreshes by result (success, partial, failure)",
+            refreshes.clone(),
+        );
+        let last_success = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "last_success_timestamp_seconds",
+            "Unix time of the last refresh in which every region succeeded",
+            last_success.clone(),
+        );
+        let table_size = Gauge::default();
+        registry.register(
+            "table_instance_types",
+            "Instance types in the table ConfigMap",
+            table_size.clone(),
+        );
+        let ec2_calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "ec2_calls",
+            "EC2 API calls (pages) by operation and result",
+            ec2_calls.clone(),
+        );
+        let refresh_duration = Histogram::new(exponential_buckets(0.05, 2.0, 14));
+        registry.register(
+            "refresh_duration_seconds",
+            "Wall time of one refresh",
+            refresh_duration.clone(),
+        );
+        let readmitted = Counter::default();
+        registry.register(
+            "machinesets_readmitted",
+            "MachineSets patched so the policy annotates them again",
+            readmitted.clone(),
+        );
+        let configmap_writes = Counter::default();
+        registry.register(
+            "configmap_writes",
+            "Writes of the table ConfigMap",
+            configmap_writes.clone(),
+        );
+        Metrics {
+            registry,
+            refreshes,
+            last_success,
+            table_size,
+            ec2_calls,
+            refresh_duration,
+            readmitted,
+            configmap_writes,
+        }
+    }
+
+    pub fn ec2_call(&self, operation: &str, result: &str) {
+        self.ec2_calls
+            .get_or_create(&CallLabels {
+                operation: operation.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn refresh_done(&self, result: &str, took: Duration, table_size: usize) {
+        self.refreshes
+            .get_or_create(&ResultLabel {
+                result: result.to_string(),
+            })
+            .inc();
+        self.refresh_duration.observe(took.as_secs_f64());
+        self.table_size
+            .set(i64::try_from(table_size).unwrap_or(i64::MAX));
+        if result == "success" {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            self.last_success.set(now);
+        }
+    }
+
+    pub fn readmitted(&self) {
+        self.readmitted.inc();
+    }
+
+    pub fn configmap_written(&self) {
+        self.configmap_writes.inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family() {
+        let m = Metrics::new();
+        m.ec2_call("DescribeInstanceTypes", "success");
+        m.refresh_done("success", Duration::from_millis(300), 1263);
+        m.readmitted();
+        let text = m.render();
+        for needle in [
+            "capa_refresher_ec2_calls_total{operation=\"DescribeInstanceTypes\",result=\"success\"} 1",
+            "capa_refresher_refreshes_total{result=\"success\"} 1",
+            "capa_refresher_table_instance_types 1263",
+            "capa_refresher_machinesets_readmitted_total 1",
+            "capa_refresher_refresh_duration_seconds_count 1",
+            "capa_refresher_last_success_timestamp_seconds",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in:\n{text}");
+        }
+    }
+}

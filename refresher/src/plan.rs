@@ -1,0 +1,198 @@
+//! Which regions to scan, and with which credentials: grouped from the MachineSets, so that a
+//! region is scanned at most once per refresh however many MachineSets and Secrets point at it.
+
+use capa_core::machineset;
+use capa_core::provider_spec::{self, ProviderSpec};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// `namespace/name` of a MachineSet.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+impl ObjectRef {
+    pub fn of(obj: &Value) -> ObjectRef {
+        let get = |p: &str| {
+            obj.pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        ObjectRef {
+            namespace: get("/metadata/namespace"),
+            name: get("/metadata/name"),
+        }
+    }
+}
+
+/// A credentials Secret (in the MachineSet's namespace).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SecretRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One region to scan: the Secrets that may be used for it (tried in order until one works) and
+/// the MachineSets that need it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RegionPlan {
+    /// Secret → the MachineSets that reference it in this region.
+    pub secrets: BTreeMap<SecretRef, Vec<ObjectRef>>,
+}
+
+impl RegionPlan {
+    pub fn machinesets(&self) -> impl Iterator<Item = &ObjectRef> {
+        self.secrets.values().flatten()
+    }
+}
+
+/// Why a MachineSet takes no part in the refresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skipped {
+    /// Provider spec unreadable (logged with the MachineSet's name).
+    Unreadable(ObjectRef, String),
+    /// No `placement.region`.
+    NoRegion(ObjectRef),
+    /// No `credentialsSecret.name`.
+    NoCredentials(ObjectRef),
+}
+
+/// The work of one refresh.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    pub regions: BTreeMap<String, RegionPlan>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Groups MachineSets by region and Secret. Non-AWS MachineSets and ones being deleted are ignored.
+pub fn plan<'a>(machinesets: impl IntoIterator<Item = &'a Value>) -> Plan {
+    let mut plan = Plan::default();
+    for ms in machinesets {
+        if machineset::is_deleting(ms) {
+            continue;
+        }
+        let at = ObjectRef::of(ms);
+        let spec = match provider_spec::read(ms) {
+            Ok(ProviderSpec::Aws(spec)) => spec,
+            Ok(ProviderSpec::Other { .. }) => continue,
+            Err(e) => {
+                plan.skipped.push(Skipped::Unreadable(at, e.to_string()));
+                continue;
+            }
+        };
+        let Some(region) = spec.region.filter(|r| !r.is_empty()) else {
+            plan.skipped.push(Skipped::NoRegion(at));
+            continue;
+        };
+        let Some(secret) = spec.credentials_secret.filter(|s| !s.is_empty()) else {
+            plan.skipped.push(Skipped::NoCredentials(at));
+            continue;
+        };
+        let secret = SecretRef {
+            namespace: at.namespace.clone(),
+            name: secret.to_string(),
+        };
+        plan.regions
+            .entry(region.to_string())
+            .or_default()
+            .secrets
+            .entry(secret)
+            .or_default()
+            .push(at);
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ms(ns: &str, name: &str, region: Option<&str>, secret: Option<&str>) -> Value {
+        let mut value = json!({"kind": "AWSMachineProviderConfig", "instanceType": "m5.large"});
+        if let Some(r) = region {
+            value["placement"] = json!({"region": r});
+        }
+        if let Some(s) = secret {
+            value["credentialsSecret"] = json!({"name": s});
+        }
+        json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineSet",
+               "metadata": {"namespace": ns, "name": name},
+               "spec": {"template": {"spec": {"providerSpec": {"value": value}}}}})
+    }
+
+    #[test]
+    fn groups_by_region_then_secret() {
+        let list = [
+            ms("a", "w1", Some("eu-west-3"), Some("s1")),
+            ms("a", "w2", Some("eu-west-3"), Some("s2")),
+            ms("a", "w3", Some("eu-west-3"), Some("s1")),
+            ms("b", "w4", Some("us-east-1"), Some("s1")),
+        ];
+        let p = plan(&list);
+        assert_eq!(p.regions.len(), 2);
+        let eu = &p.regions["eu-west-3"];
+        assert_eq!(eu.secrets.len(), 2);
+        assert_eq!(eu.machinesets().count(), 3);
+        let s1 = SecretRef {
+            namespace: "a".into(),
+            name: "s1".into(),
+        };
+        assert_eq!(eu.secrets[&s1].len(), 2);
+        // the same Secret name in another namespace is another Secret
+        let us = &p.regions["us-east-1"];
+        assert_eq!(us.secrets.keys().next().unwrap().namespace, "b");
+        assert!(p.skipped.is_empty());
+    }
+
+    #[test]
+    fn skips_and_ignores() {
+        let mut gcp = ms("a", "gcp", Some("x"), Some("s"));
+        gcp["spec"]["template"]["spec"]["providerSpec"]["value"]["kind"] =
+            json!("GCPMachineProviderSpec");
+        let mut deleting = ms("a", "del", Some("eu-west-3"), Some("s"));
+        deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        let mut broken = ms("a", "broken", Some("eu-west-3"), Some("s"));
+        broken["spec"]["template"]["spec"]["providerSpec"]["value"]["placement"] = json!("eu");
+        let list = [
+            gcp,
+            deleting,
+            broken,
+            ms("a", "noregion", None, Some("s")),
+            ms("a", "nosecret", Some("eu-west-3"), None),
+        ];
+        let p = plan(&list);
+        assert!(p.regions.is_empty());
+        let at = |n: &str| ObjectRef {
+            namespace: "a".into(),
+            name: n.into(),
+        };
+        assert_eq!(
+            p.skipped,
+            vec![
+                Skipped::Unreadable(
+                    at("broken"),
+                    "providerSpec.value.placement must be an object".into()
+                ),
+                Skipped::NoRegion(at("noregion")),
+                Skipped::NoCredentials(at("nosecret")),
+            ]
+        );
+    }
+}

@@ -1,0 +1,444 @@
+//! One refresh: MachineSets → regions and credentials → at most one full DescribeInstanceTypes scan
+//! per region → merge into the stored table → write on change → re-admit MachineSets.
+
+use crate::cluster;
+use crate::credentials::AwsCredentials;
+use crate::ec2::{Ec2, Ec2Error, FailureKind};
+use crate::metrics::Metrics;
+use crate::plan::{self, ObjectRef, RegionPlan, SecretRef, Skipped};
+use crate::readmit::{self, Decision};
+use crate::region_cache::{self, RegionCache};
+use crate::table_store::{TableStore, WriteOutcome};
+use capa_core::table::{Table, TypeName};
+use kube::Client;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// What one refresh did.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    /// Regions scanned successfully.
+    pub regions_ok: BTreeSet<String>,
+    /// Regions that could not be scanned, with why.
+    pub regions_failed: BTreeMap<String, String>,
+    /// Secrets that could not be used (missing, no keys, rejected by AWS), with why.
+    pub secrets_failed: BTreeMap<SecretRef, String>,
+    pub instance_types_fetched: usize,
+    pub table_size: usize,
+    pub written: bool,
+    pub readmitted: usize,
+    pub unknown: usize,
+    /// The table after the refresh.
+    pub table: Table,
+    /// For `--dry-run`: the ConfigMap that would be written.
+    pub dry_run_configmap: Option<Value>,
+}
+
+impl Report {
+    pub fn success(&self) -> bool {
+        self.regions_failed.is_empty() && self.secrets_failed.is_empty()
+    }
+
+    pub fn result_label(&self) -> &'static str {
+        match (self.success(), self.regions_ok.is_empty()) {
+            (true, _) => "success",
+            (false, false) => "partial",
+            (false, true) => "failure",
+        }
+    }
+}
+
+/// Settings of the refresher that shape a refresh.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub namespace: Option<String>,
+    pub store: TableStore,
+    pub dry_run: bool,
+    /// `last-refresh` is re-recorded when older than this even if nothing changed.
+    pub stale_after: Duration,
+}
+
+/// State kept between refreshes.
+pub struct Refresher {
+    client: Client,
+    opts: Options,
+    metrics: Arc<Metrics>,
+    regions: Mutex<RegionCache>,
+}
+
+impl Refresher {
+    pub fn new(client: Client, opts: Options, metrics: Arc<Metrics>) -> Self {
+        Refresher {
+            client,
+            opts,
+            metrics,
+            regions: Mutex::new(RegionCache::default()),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    /// Refreshes every region the MachineSets use, or only `only` (on-demand refreshes).
+    pub async fn refresh(&self, only: Option<&BTreeSet<String>>) -> anyhow::Result<Report> {
+        let started = Instant::now();
+        let result = self.refresh_inner(only).await;
+        match &result {
+            Ok(r) => {
+                self.metrics
+                    .refresh_done(r.result_label(), started.elapsed(), r.table_size);
+                tracing::info!(
+                    result = r.result_label(),
+                    regions_ok = ?r.regions_ok,
+                    regions_failed = ?r.regions_failed,
+                    fetched = r.instance_types_fetched,
+                    table = r.table_size,
+                    written = r.written,
+                    readmitted = r.readmitted,
+                    unknown = r.unknown,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "refresh done"
+                );
+            }
+            Err(e) => {
+                self.metrics.refresh_done("failure", started.elapsed(), 0);
+                tracing::error!(error = format!("{e:#}"), "refresh failed");
+            }
+        }
+        result
+    }
+
+    async fn refresh_inner(&self, only: Option<&BTreeSet<String>>) -> anyhow::Result<Report> {
+        let client = &self.client;
+        let machinesets = cluster::list_machinesets(client, self.opts.namespace.as_deref())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot list MachineSets: {e}"))?;
+        let plan = plan::plan(&machinesets);
+        for s in &plan.skipped {
+            match s {
+                Skipped::Unreadable(at, why) => {
+                    tracing::warn!(machineset = %at, reason = %why, "provider spec unreadable; skipped")
+                }
+                Skipped::NoRegion(at) => {
+                    tracing::warn!(machineset = %at, "no providerSpec.value.placement.region; skipped")
+                }
+                Skipped::NoCredentials(at) => {
+                    tracing::warn!(machineset = %at, "no providerSpec.value.credentialsSecret.name; skipped")
+                }
+            }
+        }
+        let endpoint = cluster::ec2_endpoint(client)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read Infrastructure cluster: {e}"))?;
+        let ca = cluster::ca_bundle(client).await.map_err(|e| {
+            anyhow::anyhow!("cannot read ConfigMap openshift-config-managed/kube-cloud-config: {e}")
+        })?;
+        let http = crate::ec2::http_client(ca.as_deref())?;
+        if let Some(url) = &endpoint {
+            tracing::info!(endpoint = %url, "using the cluster's custom EC2 endpoint");
+        }
+
+        let mut report = Report::default();
+        let mut fetched = Table::new();
+        let mut secrets: BTreeMap<SecretRef, Result<AwsCredentials, String>> = BTreeMap::new();
+        for (region, rp) in &plan.regions {
+            if only.is_some_and(|o| !o.contains(region)) {
+                continue;
+            }
+            match self
+                .scan_region(
+                    region,
+                    rp,
+                    endpoint.as_deref(),
+                    &http,
+                    &mut secrets,
+                    &mut report,
+                )
+                .await
+            {
+                Ok(items) => {
+                    report.instance_types_fetched += items.len();
+                    for item in items {
+                        match (item.capacity(), TypeName::parse(&item.instance_type)) {
+                            (Ok(cap), Ok(name)) => {
+                                fetched.insert(name, cap);
+                            }
+                            (Err(e), _) => {
+                                tracing::warn!(region, error = %e, "instance type skipped")
+                            }
+                            (_, Err(e)) => {
+                                tracing::warn!(region, error = %e, "instance type skipped")
+                            }
+                        }
+                    }
+                    report.regions_ok.insert(region.clone());
+                }
+                Err(why) => {
+                    report.regions_failed.insert(region.clone(), why);
+                }
+            }
+        }
+
+        let table = if self.opts.dry_run {
+            let (current, stored) = self.opts.store.read(client).await?;
+            let content = crate::stored_table::next_content(
+                &stored,
+                &fetched,
+                &report.regions_ok,
+                std::time::SystemTime::now(),
+                Duration::ZERO,
+            );
+            let table = content
+                .as_ref()
+                .map(|c| c.table.clone())
+                .unwrap_or(stored.table);
+            // what would be written, or what is stored when nothing would change
+            let shown = match content {
+                Some(content) => serde_json::to_value(self.opts.store.object(current, &content))?,
+                None => serde_json::to_value(current)?,
+            };
+            report.dry_run_configmap = Some(shown);
+            table
+        } else {
+            match self
+                .opts
+                .store
+                .merge_and_write(client, &fetched, &report.regions_ok, self.opts.stale_after)
+                .await?
+            {
+                WriteOutcome::Unchanged(table) => table,
+                WriteOutcome::Written { content, conflicts } => {
+                    self.metrics.configmap_written();
+                    report.written = true;
+                    tracing::info!(
+                        configmap =
+                            format!("{}/{}", self.opts.store.namespace, self.opts.store.name),
+                        types = content.table.len(),
+                        data_changed = content.data_changed,
+                        conflicts,
+                        "table written"
+                    );
+                    content.table
+                }
+            }
+        };
+        report.table_size = table.len();
+        if !self.opts.dry_run {
+            let scanned = report.regions_ok.clone();
+            self.readmit(&machinesets, &plan.regions, &scanned, &table, &mut report)
+                .await;
+        }
+        report.table = table;
+        Ok(report)
+    }
+
+    /// Scans one region: the Secrets that point at it are tried in order until one works.
+    async fn scan_region(
+        &self,
+        region: &str,
+        rp: &RegionPlan,
+        endpoint: Option<&str>,
+        http: &aws_sdk_ec2::config::SharedHttpClient,
+        secrets: &mut BTreeMap<SecretRef, Result<AwsCredentials, String>>,
+        report: &mut Report,
+    ) -> Result<Vec<capa_core::ec2::InstanceTypeInfo>, String> {
+        let mut failures = Vec::new();
+        for (secret, users) in &rp.secrets {
+            if !secrets.contains_key(secret) {
+                let loaded = self.load_secret(secret).await;
+                secrets.insert(secret.clone(), loaded);
+            }
+            let creds = match secrets.get(secret) {
+                Some(Ok(c)) => c.clone(),
+                Some(Err(why)) => {
+                    self.secret_failed(secret, users, why, report).await;
+                    failures.push(format!("Secret {secret}: {why}"));
+                    continue;
+                }
+                None => continue,
+            };
+            let ec2 = Ec2::new(&creds, region, endpoint, http);
+            match self.check_region(&ec2, &creds, region).await {
+                Ok(()) => {}
+                Err(RegionCheck::Invalid(why)) => {
+                    for at in rp.machinesets() {
+                        cluster::event(&self.client, at, "Warning", "FailedUpdate", &format!("capa-refresher: {why}; instance types of this region are not refreshed")).await;
+                    }
+                    tracing::warn!(region, reason = %why, "region skipped");
+                    return Err(why);
+                }
+                Err(RegionCheck::Failed(e)) => {
+                    self.ec2_failed(secret, users, &e, report).await;
+                    failures.push(format!("Secret {secret}: {e}"));
+                    continue;
+                }
+            }
+            tracing::info!(region, secret = %secret, "scanning instance types");
+            match ec2.describe_instance_types(&self.metrics).await {
+                Ok(items) => return Ok(items),
+                Err(e) => {
+                    self.ec2_failed(secret, users, &e, report).await;
+                    failures.push(format!("Secret {secret}: {e}"));
+                }
+            }
+        }
+        Err(failures.join("; "))
+    }
+
+    async fn load_secret(&self, secret: &SecretRef) -> Result<AwsCredentials, String> {
+        match cluster::secret_data(&self.client, secret).await {
+            Ok(Some(data)) => AwsCredentials::from_secret_data(&data).map_err(|e| e.to_string()),
+            Ok(None) => Err("not found".to_string()),
+            Err(e) => Err(format!("cannot be read: {e}")),
+        }
+    }
+
+    async fn check_region(
+        &self,
+        ec2: &Ec2,
+        creds: &AwsCredentials,
+        region: &str,
+    ) -> Result<(), RegionCheck> {
+        let identity = creds.identity();
+        let cached = self
+            .regions
+            .lock()
+            .await
+            .get(&identity, Instant::now())
+            .map(<[_]>::to_vec);
+        let regions = match cached {
+            Some(r) => r,
+            None => {
+                let r = ec2
+                    .describe_regions(&self.metrics)
+                    .await
+                    .map_err(RegionCheck::Failed)?;
+                self.regions
+                    .lock()
+                    .await
+                    .insert(&identity, r.clone(), Instant::now());
+                r
+            }
+        };
+        region_cache::check(&regions, region).map_err(|e| RegionCheck::Invalid(e.to_string()))
+    }
+
+    async fn secret_failed(
+        &self,
+        secret: &SecretRef,
+        users: &[ObjectRef],
+        why: &str,
+        report: &mut Report,
+    ) {
+        if report.secrets_failed.contains_key(secret) {
+            return;
+        }
+        report
+            .secrets_failed
+            .insert(secret.clone(), why.to_string());
+        tracing::error!(secret = %secret, machinesets = ?users.iter().map(ToString::to_string).collect::<Vec<_>>(), reason = %why, "credentials Secret unusable");
+        for at in users {
+            cluster::event(
+                &self.client,
+                at,
+                "Warning",
+                "FailedUpdate",
+                &format!("capa-refresher: credentials Secret {secret} {why}; fix the Secret referenced by providerSpec.value.credentialsSecret"),
+            )
+            .await;
+        }
+    }
+
+    async fn ec2_failed(
+        &self,
+        secret: &SecretRef,
+        users: &[ObjectRef],
+        e: &Ec2Error,
+        report: &mut Report,
+    ) {
+        let why = match e.kind {
+            FailureKind::Auth => format!("was rejected by AWS ({})", e.message),
+            _ => format!("could not be used: {e}"),
+        };
+        tracing::error!(secret = %secret, region = %e.region, operation = e.operation, kind = ?e.kind, error = %e.message, "EC2 call failed");
+        if e.kind == FailureKind::Auth {
+            self.secret_failed(secret, users, &why, report).await;
+        } else {
+            for at in users {
+                cluster::event(
+                    &self.client,
+                    at,
+                    "Warning",
+                    "FailedUpdate",
+                    &format!(
+                        "capa-refresher: EC2 {} in {} failed: {}",
+                        e.operation, e.region, e.message
+                    ),
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Patches MachineSets whose annotations differ from the table so the policy sees them again;
+    /// warns on those whose type is unknown in a region just scanned.
+    async fn readmit(
+        &self,
+        machinesets: &[Value],
+        regions: &BTreeMap<String, RegionPlan>,
+        scanned: &BTreeSet<String>,
+        table: &Table,
+        report: &mut Report,
+    ) {
+        let in_scanned: BTreeSet<&ObjectRef> = regions
+            .iter()
+            .filter(|(r, _)| scanned.contains(*r))
+            .flat_map(|(_, rp)| rp.machinesets())
+            .collect();
+        for ms in machinesets {
+            let at = ObjectRef::of(ms);
+            if !in_scanned.contains(&at) {
+                continue;
+            }
+            match readmit::decide(ms, table) {
+                Decision::Ignore | Decision::UpToDate => {}
+                Decision::Readmit(patch) => {
+                    match cluster::patch_machineset(&self.client, &at, &patch).await {
+                        Ok(()) => {
+                            report.readmitted += 1;
+                            self.metrics.readmitted();
+                            tracing::info!(machineset = %at, "re-admitted so the policy annotates it");
+                        }
+                        Err(e) => {
+                            tracing::warn!(machineset = %at, error = %e, "cannot patch MachineSet for re-admission")
+                        }
+                    }
+                }
+                Decision::Unknown(instance_type) => {
+                    report.unknown += 1;
+                    cluster::event(
+                        &self.client,
+                        &at,
+                        "Warning",
+                        "FailedUpdate",
+                        &format!("capa-refresher: unknown instance type {instance_type}: EC2 does not list it; fix providerSpec.value.instanceType or add it to the policy's overrides setting"),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+}
+
+enum RegionCheck {
+    Invalid(String),
+    Failed(Ec2Error),
+}
