@@ -42,12 +42,16 @@ fmt:
 demo: policy.wasm
 	$(CARGO) run -q -p e2e-tests --bin demo -- examples/machineset.yaml
 
-## bench: per-request cost as ratios to the accept-all and parse-only baselines, and the module size
+## bench: the policy's per-request cost as ratios to the accept-all and parse-only baselines and its
+## size; the refresher's EC2 calls per refresh, wall time vs a bare SDK fetch, peak RSS, binary size
 bench: policy.wasm bench-policies
 	$(CARGO) run -q --release -p e2e-tests --bin bench -- \
 	  --policy policy.wasm \
 	  --accept-all $(WASM_DIR)/bench_accept_all.wasm \
 	  --parse-only $(WASM_DIR)/bench_parse_only.wasm
+	$(CARGO) build -q --release -p capa-refresher
+	$(CARGO) run -q --release -p e2e-tests --bin refresher_bench -- \
+	  --refresher $(TARGET_DIR)/release/capa-refresher
 
 ## annotated-policy.wasm: policy.wasm with metadata.yml and README.md embedded (needs kwctl)
 annotated-policy.wasm: policy.wasm metadata.yml README.md

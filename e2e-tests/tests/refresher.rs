@@ -511,3 +511,201 @@ fn new_machineset_in_a_new_region_is_refreshed_within_a_minute() {
     });
     assert!(ms.is_some());
 }
+
+#[test]
+fn invalid_region_is_reported_and_skipped() {
+    let c = Cluster::new();
+    c.secret("aws-creds", "AKIAE2E", "s");
+    c.machineset("ok", "eu-west-3", "m5.large", "aws-creds");
+    c.machineset("mars", "mars-east-1", "m5.large", "aws-creds");
+    let out = c.once(&[]);
+    assert!(!out.status.success(), "a skipped region fails --once");
+    assert_eq!(c.table().len(), 1263, "the valid region was refreshed");
+    assert_eq!(
+        c.ec2
+            .count("DescribeInstanceTypes", Some("mars-east-1"))
+            .unwrap(),
+        0,
+        "no scan of an invalid region"
+    );
+    let events = c.events();
+    let e = events
+        .iter()
+        .find(|e| e["involvedObject"]["name"] == "mars")
+        .expect("event on the MachineSet");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("region mars-east-1 is not a valid region"),
+        "{e}"
+    );
+    // DescribeRegions is cached per access key: one call for both regions
+    assert_eq!(c.ec2.count("DescribeRegions", None).unwrap(), 1);
+}
+
+#[test]
+fn next_secret_of_a_region_is_tried_when_one_fails() {
+    let c = Cluster::new();
+    c.secret("a-broken", "AKIABROKEN", "s");
+    c.secret("b-working", "AKIAWORKS", "s");
+    c.machineset("w1", "eu-west-3", "m5.large", "a-broken");
+    c.machineset("w2", "eu-west-3", "m5.xlarge", "b-working");
+    c.ec2
+        .fault(json!({"action": "DescribeInstanceTypes", "access_key": "AKIABROKEN", "status": 401, "code": "AuthFailure"}))
+        .unwrap();
+    let out = c.once(&[]);
+    assert!(!out.status.success(), "the broken Secret is reported");
+    assert_eq!(
+        c.table().len(),
+        1263,
+        "the region was refreshed with the other Secret"
+    );
+    let scans: Vec<Value> = c
+        .ec2
+        .calls()
+        .unwrap()
+        .into_iter()
+        .filter(|x| x["action"] == "DescribeInstanceTypes")
+        .collect();
+    assert_eq!(
+        scans.len(),
+        PAGES + 1,
+        "one failed call, then one full scan"
+    );
+    assert_eq!(scans[0]["access_key"], "AKIABROKEN");
+    assert!(scans[1..].iter().all(|x| x["access_key"] == "AKIAWORKS"));
+    assert!(
+        c.events()
+            .iter()
+            .any(|e| e["involvedObject"]["name"] == "w1" && e["type"] == "Warning")
+    );
+}
+
+#[test]
+fn shared_credentials_file_in_the_secret() {
+    let c = Cluster::new();
+    let file = "[default]\naws_access_key_id = AKIAFROMFILE\naws_secret_access_key = file-secret-never-logged\n";
+    c.kube.put(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "file-creds", "namespace": NS},
+        // `credentials` wins over the static keys
+        "data": {"credentials": b64(file), "aws_access_key_id": b64("AKIASTATIC"), "aws_secret_access_key": b64("x")}
+    }));
+    c.machineset("w1", "eu-west-3", "m5.large", "file-creds");
+    let out = c.once(&[]);
+    assert!(out.status.success());
+    let keys: Vec<Value> = c
+        .ec2
+        .calls()
+        .unwrap()
+        .iter()
+        .map(|x| x["access_key"].clone())
+        .collect();
+    assert!(
+        !keys.is_empty() && keys.iter().all(|k| k == "AKIAFROMFILE"),
+        "{keys:?}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("file-secret-never-logged"));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn service_serves_metrics_and_health_elects_a_leader_and_stops_on_sigterm() {
+    let c = Cluster::new();
+    c.secret("aws-creds", "AKIAE2E", "s");
+    c.machineset("w1", "eu-west-3", "m5.large", "aws-creds");
+    let (mp, hp) = (free_port(), free_port());
+    let metrics_addr = format!("127.0.0.1:{mp}");
+    let health_addr = format!("127.0.0.1:{hp}");
+    let mut child = Command::new(paths::refresher_bin())
+        .args([
+            "--metrics-bind-address",
+            &metrics_addr,
+            "--health-addr",
+            &health_addr,
+            "--leader-elect",
+            "--log-format",
+            "json",
+        ])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .env("HOME", &c.dir)
+        .env("POD_NAME", "refresher-0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let get = |addr: &str, path: &str| {
+        e2e_tests::servers::raw(
+            &format!("http://{addr}"),
+            "GET",
+            path,
+            "text/plain",
+            &[],
+            b"",
+        )
+        .ok()
+    };
+    assert_eq!(
+        wait_for(Duration::from_secs(30), || get(&health_addr, "/healthz")).as_deref(),
+        Some("ok")
+    );
+    assert_eq!(get(&health_addr, "/readyz").as_deref(), Some("ok"));
+    let lease = wait_for(Duration::from_secs(30), || {
+        c.kube.get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            Some(NS),
+            "capa-refresher",
+        )
+    })
+    .expect("lease");
+    assert_eq!(lease["spec"]["holderIdentity"], "refresher-0");
+    let metrics = wait_for(Duration::from_secs(60), || {
+        let m = get(&metrics_addr, "/metrics")?;
+        m.contains("capa_refresher_refreshes_total{result=\"success\"} 1")
+            .then_some(m)
+    })
+    .expect("a successful refresh in the metrics");
+    for needle in [
+        "capa_refresher_table_instance_types 1263",
+        "capa_refresher_ec2_calls_total{operation=\"DescribeInstanceTypes\",result=\"success\"} 13",
+        "capa_refresher_ec2_calls_total{operation=\"DescribeRegions\",result=\"success\"} 1",
+        "capa_refresher_machinesets_readmitted_total 1",
+        "capa_refresher_last_success_timestamp_seconds",
+        "capa_refresher_refresh_duration_seconds_count 1",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing:\n{metrics}");
+    }
+    // SIGTERM: a clean, prompt exit
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exited = wait_for(Duration::from_secs(10), || child.try_wait().ok().flatten())
+        .expect("exits after SIGTERM");
+    assert!(exited.success(), "exit status {exited:?}");
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        !lines.is_empty() && lines.len() == log.lines().count(),
+        "--log-format json: every line is JSON:\n{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "SIGTERM received; shutting down"),
+        "{log}"
+    );
+}
