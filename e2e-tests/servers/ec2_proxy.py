@@ -591,6 +591,8 @@ def main(argv=None) -> int:
         "does not see them (no SigV4 check). Off by default.",
     )
     ap.add_argument("--timeout", type=float, default=120.0, help="upstream timeout in seconds")
+    ap.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (chain)")
+    ap.add_argument("--tls-key", help="PEM private key of --tls-cert")
     ap.add_argument("--verbose", action="store_true", help="log requests to stderr")
     args = ap.parse_args(argv)
     VERBOSE = args.verbose
@@ -605,6 +607,12 @@ def main(argv=None) -> int:
     server.moto_host = moto.hostname
     server.moto_port = moto.port or 80
     server.upstream_timeout = args.timeout
+    if args.tls_cert:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
 
     stop = threading.Event()
 

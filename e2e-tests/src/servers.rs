@@ -78,11 +78,20 @@ fn start_moto() -> Result<(Process, String)> {
     Ok((proc_, url))
 }
 
-fn start_proxy(moto_url: &str) -> Result<(Process, String)> {
+/// Starts the proxy in front of moto; with `tls` = (cert, key) PEM files it serves HTTPS.
+pub fn start_proxy(
+    moto_url: &str,
+    tls: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<(Process, String)> {
     let script = crate::paths::workspace().join("e2e-tests/servers/ec2_proxy.py");
-    let mut child = Command::new(python())
-        .arg(&script)
-        .args(["--moto", moto_url, "--port", "0", "--snapshot-pages"])
+    let mut cmd = Command::new(python());
+    cmd.arg(&script)
+        .args(["--moto", moto_url, "--port", "0", "--snapshot-pages"]);
+    if let Some((cert, key)) = tls {
+        cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -98,13 +107,13 @@ fn start_proxy(moto_url: &str) -> Result<(Process, String)> {
         .trim()
         .strip_prefix("LISTENING ")
         .with_context(|| format!("proxy said {line:?} instead of LISTENING <port>"))?;
-    Ok((proc_, format!("http://127.0.0.1:{port}")))
+    Ok((proc_, format!("{scheme}://127.0.0.1:{port}")))
 }
 
 impl Ec2 {
     pub fn start() -> Result<Self> {
         let (moto, moto_url) = start_moto()?;
-        let (proxy, proxy_url) = start_proxy(&moto_url)?;
+        let (proxy, proxy_url) = start_proxy(&moto_url, None)?;
         Ok(Ec2 {
             moto_url,
             proxy_url,

@@ -709,3 +709,145 @@ fn service_serves_metrics_and_health_elects_a_leader_and_stops_on_sigterm() {
         "{log}"
     );
 }
+
+#[test]
+fn web_identity_role_in_the_shared_file_goes_through_sts() {
+    let c = Cluster::new();
+    let token = c.dir.join("token");
+    std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.e2e.token").unwrap();
+    let file = format!(
+        "[default]\nrole_arn = arn:aws:iam::123456789012:role/capa-refresher\nweb_identity_token_file = {}\nrole_session_name = capa\n",
+        token.display()
+    );
+    c.kube.put(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sts-creds", "namespace": NS},
+        "data": {"credentials": b64(&file)}
+    }));
+    c.machineset("w1", "eu-west-3", "m5.large", "sts-creds");
+    // STS (moto) behind the same proxy, which passes non-EC2 calls through
+    let out = c
+        .command(&["--once"])
+        .env("AWS_ENDPOINT_URL_STS", &c.ec2.proxy_url)
+        .output()
+        .unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success());
+    assert_eq!(c.table().len(), 1263);
+    let keys: Vec<String> = c
+        .ec2
+        .calls()
+        .unwrap()
+        .iter()
+        .map(|x| x["access_key"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        !keys.is_empty() && keys.iter().all(|k| k.starts_with("ASIA")),
+        "EC2 was called with STS-issued keys: {keys:?}"
+    );
+}
+
+/// A CA and a certificate for 127.0.0.1 signed by it (openssl CLI).
+fn make_ca(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=capa e2e test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+#[test]
+fn custom_ca_bundle_from_kube_cloud_config_is_trusted() {
+    let c = Cluster::new();
+    let (ca, cert, key) = make_ca(&c.dir);
+    let (_tls_proxy, tls_url) =
+        e2e_tests::servers::start_proxy(&c.ec2.moto_url, Some((&cert, &key))).unwrap();
+    assert!(tls_url.starts_with("https://"));
+    c.kube.put(json!({
+        "apiVersion": "config.openshift.io/v1", "kind": "Infrastructure", "metadata": {"name": "cluster"},
+        "status": {"platformStatus": {"aws": {"serviceEndpoints": [{"name": "ec2", "url": tls_url}]}}}
+    }));
+    c.secret("aws-creds", "AKIAE2E", "s");
+    c.machineset("w1", "eu-west-3", "m5.large", "aws-creds");
+    // without the bundle the endpoint's certificate is not trusted
+    let out = c.once(&[]);
+    assert!(!out.status.success(), "an unknown CA must fail");
+    assert!(c.configmap().is_none());
+    // with it, the refresh works
+    c.kube.put(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "kube-cloud-config", "namespace": "openshift-config-managed"},
+        "data": {"ca-bundle.pem": std::fs::read_to_string(&ca).unwrap()}
+    }));
+    let out = c.once(&[]);
+    assert!(out.status.success(), "the custom CA bundle must be trusted");
+    assert_eq!(c.table().len(), 1263);
+    // a bundle that is not PEM is a clear error, not a crash
+    c.kube.put(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "kube-cloud-config", "namespace": "openshift-config-managed"},
+        "data": {"ca-bundle.pem": "a custom bundle"}
+    }));
+    let out = c.once(&[]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("CA bundle"),
+        "names the CA bundle"
+    );
+}

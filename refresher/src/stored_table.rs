@@ -63,8 +63,8 @@ pub struct NextContent {
 }
 
 /// The next content after a refresh that fetched `fetched` from `regions`; `None` when nothing
-/// needs writing. A refresh that fetched nothing still refreshes a stale `last-refresh` only if
-/// it covered at least one region.
+/// needs writing. A refresh that covered no region (everything failed) never writes: not even an
+/// empty ConfigMap on a fresh cluster.
 pub fn next_content(
     stored: &StoredTable,
     fetched: &Table,
@@ -72,6 +72,9 @@ pub fn next_content(
     now: SystemTime,
     stale_after: Duration,
 ) -> Option<NextContent> {
+    if regions.is_empty() {
+        return None;
+    }
     let mut merged = stored.table.clone();
     merged.merge(fetched);
     let mut data = merged.to_configmap_data();
@@ -90,7 +93,7 @@ pub fn next_content(
     let changed = data_changed
         || all_regions != stored.regions
         || stored.format_version.as_deref() != Some(table::FORMAT_VERSION)
-        || (stale && !regions.is_empty());
+        || stale;
     if !changed {
         return None;
     }
