@@ -80,11 +80,6 @@ fn annotate(
         Ok(ProviderSpec::Other { .. }) => return Outcome::accept(),
         Ok(ProviderSpec::Aws(spec)) => spec.instance_type.to_string(),
     };
-    let name = match TypeName::parse(&instance_type) {
-        Ok(n) => n,
-        Err(NameError::Empty) => return Outcome::warn(warnings::instance_type_empty()),
-        Err(e) => return Outcome::warn(warnings::instance_type_malformed(&e)),
-    };
     let existing = match machineset::annotations(&obj) {
         Ok(a) => a.cloned().unwrap_or_default(),
         Err(e) => return Outcome::warn(warnings::annotations_unreadable(e)),
@@ -92,25 +87,44 @@ fn annotate(
     let opts = Options {
         upstream_capacity: settings.upstream_capacity_annotations,
     };
-    let resolution = lookup::resolve(name, &instance_type, settings, src);
-    let state = resolution.configmap.unwrap_or(ConfigMapState::Found);
     let mut warnings = Vec::new();
-    let edits = match resolution.capacity {
-        Some((capacity, source)) => {
-            if source == Source::Builtin {
-                warnings.push(warnings::fell_back(&instance_type, settings, &state));
+    let resolved = match TypeName::parse(&instance_type) {
+        Ok(name) => {
+            let resolution = lookup::resolve(name, &instance_type, settings, src);
+            let state = resolution.configmap.unwrap_or(ConfigMapState::Found);
+            match resolution.capacity {
+                Some((capacity, source)) => {
+                    if source == Source::Builtin {
+                        warnings.push(warnings::fell_back(&instance_type, settings, &state));
+                    }
+                    Some(capacity)
+                }
+                None => {
+                    warnings.push(warnings::unknown(&instance_type, settings, &state));
+                    None
+                }
             }
-            annotations::edits_for(&existing, &capacity, opts)
         }
-        None => {
-            warnings.push(warnings::unknown(&instance_type, settings, &state));
-            let edits = stale_edits(&instance_type, old, &existing, settings, src, opts);
-            if let Some((old_type, edits)) = &edits {
+        Err(NameError::Empty) => {
+            warnings.push(warnings::instance_type_empty());
+            None
+        }
+        Err(e) => {
+            warnings.push(warnings::instance_type_malformed(&e));
+            None
+        }
+    };
+    let edits = match resolved {
+        Some(capacity) => annotations::edits_for(&existing, &capacity, opts),
+        // an UPDATE to a type we cannot resolve: what was written for the old type must go
+        None => match stale_edits(&instance_type, old, &existing, settings, src, opts) {
+            Some((old_type, edits)) => {
                 let keys: Vec<&str> = edits.iter().map(Edit::key).collect();
-                warnings.push(warnings::stale_removed(old_type, &keys));
+                warnings.push(warnings::stale_removed(&old_type, &keys));
+                edits
             }
-            edits.map(|(_, e)| e).unwrap_or_default()
-        }
+            None => Vec::new(),
+        },
     };
     if edits.is_empty() {
         return Outcome {
@@ -378,6 +392,22 @@ mod tests {
             "{}",
             out.warnings[1]
         );
+    }
+
+    #[test]
+    fn update_to_an_empty_or_malformed_type_also_removes_stale_values() {
+        let host = FakeHost::with(table_cm());
+        let old = admit(&create(machineset("m5.xlarge", json!({}))), &host)
+            .mutated
+            .unwrap();
+        for bad in ["", "m5xlarge", "m5.xlarge "] {
+            let mut new = old.clone();
+            new["spec"]["template"]["spec"]["providerSpec"]["value"]["instanceType"] = json!(bad);
+            let out = admit(&payload(json!({}), "UPDATE", new, old.clone()), &host);
+            let a = annotations_of(&out);
+            assert!(a.get("machine.openshift.io/vCPU").is_none(), "{bad:?}: {a}");
+            assert_eq!(out.warnings.len(), 2, "{bad:?}: {:?}", out.warnings);
+        }
     }
 
     #[test]

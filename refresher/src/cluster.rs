@@ -32,6 +32,12 @@ pub fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
+/// 403: on a cluster without the object's API (vanilla Kubernetes), authorization fails before
+/// the server could say "not found".
+pub fn is_forbidden(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 403)
+}
+
 pub fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
 }
@@ -101,6 +107,10 @@ pub async fn ec2_endpoint(client: &Client) -> Result<Option<String>, kube::Error
                     .map(str::to_string)
             })),
         Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) if is_forbidden(&e) => {
+            tracing::warn!(error = %e, "cannot read Infrastructure cluster (forbidden); using the default EC2 endpoints");
+            Ok(None)
+        }
         Err(e) => Err(e),
     }
 }
@@ -115,6 +125,10 @@ pub async fn ca_bundle(client: &Client) -> Result<Option<Vec<u8>>, kube::Error> 
             .filter(|s| !s.trim().is_empty())
             .map(String::into_bytes)),
         Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) if is_forbidden(&e) => {
+            tracing::warn!(error = %e, "cannot read ConfigMap openshift-config-managed/kube-cloud-config (forbidden); using the system trust roots");
+            Ok(None)
+        }
         Err(e) => Err(e),
     }
 }

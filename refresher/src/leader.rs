@@ -73,7 +73,7 @@ impl LeaderElector {
         if !mine {
             spec.holder_identity = Some(self.identity.clone());
             spec.acquire_time = Some(MicroTime(now));
-            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0).saturating_add(1));
         }
         spec.lease_duration_seconds = Some(self.ttl_secs());
         spec.renew_time = Some(MicroTime(now));
@@ -88,11 +88,20 @@ impl LeaderElector {
         }
     }
 
+    /// One attempt, bounded in time (a hung API call must not keep a deposed leader running).
+    async fn attempt(&self) -> Result<bool, String> {
+        let limit = (self.duration / 4).max(Duration::from_secs(1));
+        match tokio::time::timeout(limit, self.try_acquire_or_renew()).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {}s", limit.as_secs())),
+        }
+    }
+
     /// Waits until this process holds the lease (or `stop`).
     pub async fn acquire(&self, stop: &CancellationToken) -> bool {
         let retry = (self.duration / 4).max(Duration::from_secs(1));
         loop {
-            match self.try_acquire_or_renew().await {
+            match self.attempt().await {
                 Ok(true) => {
                     tracing::info!(identity = %self.identity, lease = LEASE_NAME, "became leader");
                     return true;
@@ -109,16 +118,18 @@ impl LeaderElector {
         }
     }
 
-    /// Renews the lease until `stop`; cancels `stop` when leadership is lost.
+    /// Renews the lease until `stop`; cancels `stop` when leadership is lost or could not be
+    /// renewed within 2/3 of the lease duration (before another replica may take it).
     pub async fn keep(&self, stop: CancellationToken) {
-        let period = (self.duration / 3).max(Duration::from_secs(1));
+        let period = (self.duration / 6).max(Duration::from_secs(1));
+        let deadline = self.duration * 2 / 3;
         let mut last_ok = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(period) => {}
             }
-            match self.try_acquire_or_renew().await {
+            match self.attempt().await {
                 Ok(true) => last_ok = tokio::time::Instant::now(),
                 Ok(false) => {
                     tracing::error!("leadership lost to another replica; stopping");
@@ -127,8 +138,8 @@ impl LeaderElector {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot renew the lease");
-                    if last_ok.elapsed() >= self.duration {
-                        tracing::error!("lease expired without renewal; stopping");
+                    if last_ok.elapsed() >= deadline {
+                        tracing::error!("lease not renewed within its renew deadline; stopping");
                         stop.cancel();
                         return;
                     }

@@ -34,7 +34,8 @@ pub fn entry_text(instance_type: &str, c: &Capacity) -> String {
 }
 
 pub fn decide(ms: &Value, table: &Table) -> Decision {
-    if machineset::skip_reason(ms, false).is_some() {
+    // `status.authoritativeAPI`/`Paused` only exist when the migration gate is on: respect them
+    if machineset::skip_reason(ms, true).is_some() {
         return Decision::Ignore;
     }
     let Ok(ProviderSpec::Aws(spec)) = provider_spec::read(ms) else {

@@ -187,6 +187,7 @@ impl Refresher {
             }
         }
 
+        let mut data_changed = false;
         let table = if self.opts.dry_run {
             let (current, stored) = self.opts.store.read(client).await?;
             let content = crate::stored_table::next_content(
@@ -218,6 +219,7 @@ impl Refresher {
                 WriteOutcome::Written { content, conflicts } => {
                     self.metrics.configmap_written();
                     report.written = true;
+                    data_changed = content.data_changed;
                     tracing::info!(
                         configmap =
                             format!("{}/{}", self.opts.store.namespace, self.opts.store.name),
@@ -233,8 +235,15 @@ impl Refresher {
         report.table_size = table.len();
         if !self.opts.dry_run {
             let scanned = report.regions_ok.clone();
-            self.readmit(&machinesets, &plan.regions, &scanned, &table, &mut report)
-                .await;
+            self.readmit(
+                &machinesets,
+                &plan.regions,
+                &scanned,
+                data_changed,
+                &table,
+                &mut report,
+            )
+            .await;
         }
         report.table = table;
         Ok(report)
@@ -388,13 +397,15 @@ impl Refresher {
         }
     }
 
-    /// Patches MachineSets whose annotations differ from the table so the policy sees them again;
-    /// warns on those whose type is unknown in a region just scanned.
+    /// Patches MachineSets whose annotations differ from the table so the policy sees them again
+    /// (those of the regions just scanned, and every one when the table's data changed); warns on
+    /// those of a region just scanned whose type EC2 does not list.
     async fn readmit(
         &self,
         machinesets: &[Value],
         regions: &BTreeMap<String, RegionPlan>,
         scanned: &BTreeSet<String>,
+        data_changed: bool,
         table: &Table,
         report: &mut Report,
     ) {
@@ -405,7 +416,8 @@ impl Refresher {
             .collect();
         for ms in machinesets {
             let at = ObjectRef::of(ms);
-            if !in_scanned.contains(&at) {
+            let was_scanned = in_scanned.contains(&at);
+            if !was_scanned && !data_changed {
                 continue;
             }
             match readmit::decide(ms, table) {
@@ -422,6 +434,7 @@ impl Refresher {
                         }
                     }
                 }
+                Decision::Unknown(_) if !was_scanned => {}
                 Decision::Unknown(instance_type) => {
                     report.unknown += 1;
                     cluster::event(

@@ -4,7 +4,7 @@
 
 use crate::plan;
 use crate::rate_limit::RegionRateLimiter;
-use crate::refresh::Refresher;
+use crate::refresh::{Refresher, Report};
 use capa_core::provider_spec::{self, ProviderSpec};
 use capa_core::table::{Table, TypeName};
 use futures::StreamExt;
@@ -24,22 +24,60 @@ const BATCH_WINDOW: Duration = Duration::from_secs(2);
 struct Known {
     regions: BTreeSet<String>,
     table: Table,
+    /// (region, type) pairs a successful scan of the region did not return: not asked again
+    /// until the next full refresh.
+    absent: BTreeSet<(String, String)>,
 }
 
+/// A region a MachineSet needs, and the instance type that made it needed.
+type Need = (String, String);
+
 impl Known {
-    /// The regions a MachineSet needs refreshed: its region if not covered yet, or if its type is missing.
-    fn missing(&self, ms: &serde_json::Value) -> Option<String> {
+    /// The region a MachineSet needs refreshed: its region if not covered yet, or if its type
+    /// is missing from the table (and was not just looked for there).
+    fn missing(&self, ms: &serde_json::Value) -> Option<Need> {
         let Ok(ProviderSpec::Aws(spec)) = provider_spec::read(ms) else {
             return None;
         };
         let region = spec.region.filter(|r| !r.is_empty())?;
         spec.credentials_secret.filter(|s| !s.is_empty())?;
-        let type_known = TypeName::parse(spec.instance_type)
+        let need = (region.to_string(), spec.instance_type.to_string());
+        self.still_missing(&need).then_some(need)
+    }
+
+    fn still_missing(&self, (region, instance_type): &Need) -> bool {
+        if !self.regions.contains(region) {
+            return true;
+        }
+        let type_known = TypeName::parse(instance_type)
             .map(|n| self.table.get(n).is_some())
             .unwrap_or(true);
-        (!self.regions.contains(region) || !type_known).then(|| region.to_string())
+        !type_known
+            && !self
+                .absent
+                .contains(&(region.clone(), instance_type.clone()))
+    }
+
+    fn update(&mut self, report: &Report, full: bool, asked: &BTreeSet<Need>) {
+        if full {
+            self.absent.clear();
+        }
+        self.regions.extend(report.regions_ok.iter().cloned());
+        self.table = report.table.clone();
+        for (region, t) in asked {
+            if report.regions_ok.contains(region)
+                && TypeName::parse(t)
+                    .map(|n| self.table.get(n).is_none())
+                    .unwrap_or(false)
+            {
+                self.absent.insert((region.clone(), t.clone()));
+            }
+        }
     }
 }
+
+/// Retry delay of a full refresh that failed (bounded by the refresh interval).
+const FULL_RETRY: Duration = Duration::from_secs(300);
 
 pub async fn run(
     refresher: Arc<Refresher>,
@@ -48,7 +86,7 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let known = Arc::new(RwLock::new(Known::default()));
-    let (tx, mut rx) = mpsc::channel::<String>(1024);
+    let (tx, mut rx) = mpsc::channel::<Need>(1024);
     let watch = tokio::spawn(watch_machinesets(
         refresher.clone(),
         known.clone(),
@@ -57,41 +95,60 @@ pub async fn run(
     ));
     let mut limiter = RegionRateLimiter::new(min_region_interval);
     let mut next_full = Instant::now();
-    let mut pending: BTreeSet<String> = BTreeSet::new();
+    let mut pending: BTreeSet<Need> = BTreeSet::new();
     let mut next_pending: Option<Instant> = None;
     loop {
         let pending_at = next_pending.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep_until(next_full) => {
-                run_refresh(&refresher, &known, None, &mut limiter).await;
-                next_full = Instant::now() + interval;
+                let nothing_asked = BTreeSet::new();
+                let ok = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    ok = run_refresh(&refresher, &known, None, &nothing_asked, &mut limiter) => ok,
+                };
+                next_full = Instant::now() + if ok { interval } else { interval.min(FULL_RETRY) };
             }
-            Some(region) = rx.recv() => {
-                if pending.insert(region.clone()) {
-                    tracing::info!(region, "a MachineSet needs a region or instance type the table lacks; refresh scheduled");
+            Some(need) = rx.recv() => {
+                if pending.insert(need.clone()) {
+                    tracing::info!(region = need.0, instance_type = need.1, "a MachineSet needs a region or instance type the table lacks; refresh scheduled");
                 }
-                if next_pending.is_none() {
-                    next_pending = Some(Instant::now() + BATCH_WINDOW);
-                }
+                let soon = Instant::now() + BATCH_WINDOW;
+                next_pending = Some(next_pending.map_or(soon, |at| at.min(soon)));
             }
             _ = tokio::time::sleep_until(pending_at), if next_pending.is_some() => {
+                // what a refresh made meanwhile (including our own re-admission patches) is no longer needed
+                {
+                    let k = known.read().await;
+                    pending.retain(|need| k.still_missing(need));
+                }
                 let now = std::time::Instant::now();
-                let mut due = BTreeSet::new();
+                let mut due_regions = BTreeSet::new();
                 let mut wait: Option<Duration> = None;
-                for region in &pending {
+                let regions: BTreeSet<String> = pending.iter().map(|(r, _)| r.clone()).collect();
+                for region in &regions {
                     match limiter.try_acquire(region, now) {
-                        Ok(()) => { due.insert(region.clone()); }
+                        Ok(()) => { due_regions.insert(region.clone()); }
                         Err(w) => {
                             tracing::info!(region, wait_s = w.as_secs(), "region scanned recently; refresh postponed");
                             wait = Some(wait.map_or(w, |x| x.min(w)));
                         }
                     }
                 }
-                pending.retain(|r| !due.contains(r));
+                let asked: BTreeSet<Need> = pending.iter().filter(|(r, _)| due_regions.contains(r)).cloned().collect();
+                pending.retain(|(r, _)| !due_regions.contains(r));
                 next_pending = wait.map(|w| Instant::now() + w);
-                if !due.is_empty() {
-                    run_refresh(&refresher, &known, Some(&due), &mut limiter).await;
+                if !due_regions.is_empty() {
+                    let ok = tokio::select! {
+                        _ = stop.cancelled() => break,
+                        ok = run_refresh(&refresher, &known, Some(&due_regions), &asked, &mut limiter) => ok,
+                    };
+                    if !ok {
+                        // keep the request: the limiter decides when it is tried again
+                        pending.extend(asked);
+                        let retry = Instant::now() + min_region_interval;
+                        next_pending = Some(next_pending.map_or(retry, |at| at.min(retry)));
+                    }
                 }
             }
         }
@@ -99,32 +156,31 @@ pub async fn run(
     watch.abort();
 }
 
+/// One refresh; `true` when every region asked for succeeded.
 async fn run_refresh(
     refresher: &Refresher,
     known: &RwLock<Known>,
     only: Option<&BTreeSet<String>>,
+    asked: &BTreeSet<Need>,
     limiter: &mut RegionRateLimiter,
-) {
+) -> bool {
     let now = std::time::Instant::now();
     match refresher.refresh(only).await {
         Ok(report) => {
             for r in report.regions_ok.iter().chain(report.regions_failed.keys()) {
                 limiter.record(r, now);
             }
-            let mut k = known.write().await;
-            k.regions.extend(report.regions_ok.iter().cloned());
-            // a failed region counts as known until its next scheduled scan, so it is not hammered
-            k.regions.extend(report.regions_failed.keys().cloned());
-            k.table = report.table;
+            known.write().await.update(&report, only.is_none(), asked);
+            report.regions_failed.is_empty()
         }
-        Err(_) => { /* logged by refresh() */ }
+        Err(_) => false, // logged by refresh()
     }
 }
 
 async fn watch_machinesets(
     refresher: Arc<Refresher>,
     known: Arc<RwLock<Known>>,
-    tx: mpsc::Sender<String>,
+    tx: mpsc::Sender<Need>,
     stop: CancellationToken,
 ) {
     let api =
@@ -149,9 +205,9 @@ async fn watch_machinesets(
                     continue;
                 }
                 let missing = known.read().await.missing(&value);
-                if let Some(region) = missing {
-                    tracing::debug!(machineset = %plan::ObjectRef::of(&value), region, "not covered by the table");
-                    if tx.send(region).await.is_err() {
+                if let Some(need) = missing {
+                    tracing::debug!(machineset = %plan::ObjectRef::of(&value), region = need.0, "not covered by the table");
+                    if tx.send(need).await.is_err() {
                         return;
                     }
                 }
@@ -186,19 +242,34 @@ mod tests {
                 gpu_vendor: None,
             },
         );
+        let need = |r: &str, t: &str| Some((r.to_string(), t.to_string()));
         assert_eq!(k.missing(&ms("eu-west-3", "m5.large")), None);
         assert_eq!(
-            k.missing(&ms("us-east-1", "m5.large")).as_deref(),
-            Some("us-east-1")
+            k.missing(&ms("us-east-1", "m5.large")),
+            need("us-east-1", "m5.large")
         );
         assert_eq!(
-            k.missing(&ms("eu-west-3", "m7.large")).as_deref(),
-            Some("eu-west-3")
+            k.missing(&ms("eu-west-3", "m7.large")),
+            need("eu-west-3", "m7.large")
         );
         assert_eq!(
             k.missing(&ms("eu-west-3", "")),
             None,
             "no usable type: nothing to fetch"
+        );
+        // a scan of eu-west-3 that did not return m7.large: not asked again until the next full refresh
+        let report = Report {
+            regions_ok: ["eu-west-3".to_string()].into(),
+            table: k.table.clone(),
+            ..Default::default()
+        };
+        let asked: BTreeSet<Need> = [("eu-west-3".to_string(), "m7.large".to_string())].into();
+        k.update(&report, false, &asked);
+        assert_eq!(k.missing(&ms("eu-west-3", "m7.large")), None);
+        k.update(&report, true, &BTreeSet::new());
+        assert_eq!(
+            k.missing(&ms("eu-west-3", "m7.large")),
+            need("eu-west-3", "m7.large")
         );
     }
 }
