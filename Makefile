@@ -6,13 +6,20 @@ WASM_DIR := $(TARGET_DIR)/$(WASM_TARGET)/policy
 CARGO ?= cargo
 KWCTL ?= kwctl
 
-.PHONY: all setup policy.wasm bench-policies test unit e2e lint fmt demo bench e2e-kwctl clean
+.PHONY: all setup test-servers policy.wasm bench-policies test unit e2e lint fmt demo bench e2e-kwctl clean
 
 all: policy.wasm
+
+MOTO_VERSION := 5.2.1
 
 ## setup: install the wasm target (idempotent)
 setup:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+## test-servers: install moto (EC2 in server mode) for the refresher tests (idempotent)
+test-servers:
+	@python3 -c 'import moto, flask, sys; sys.exit(moto.__version__ != "$(MOTO_VERSION)")' 2>/dev/null || \
+	  python3 -m pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)'
 
 ## policy.wasm: the release policy module (profile `policy`: small and self-contained)
 policy.wasm: setup
@@ -26,7 +33,7 @@ bench-policies: setup
 
 ## test: every unit and end-to-end test: the compiled policy through the waPC harness, the refresher
 ## binary against the fake Kubernetes API and moto (python3 -m moto.server; pip install 'moto[server]==5.2.1')
-test: policy.wasm
+test: policy.wasm test-servers
 	$(CARGO) build -p capa-refresher
 	$(CARGO) test --workspace
 
@@ -44,7 +51,7 @@ demo: policy.wasm
 
 ## bench: the policy's per-request cost as ratios to the accept-all and parse-only baselines and its
 ## size; the refresher's EC2 calls per refresh, wall time vs a bare SDK fetch, peak RSS, binary size
-bench: policy.wasm bench-policies
+bench: policy.wasm bench-policies test-servers
 	$(CARGO) run -q --release -p e2e-tests --bin bench -- \
 	  --policy policy.wasm \
 	  --accept-all $(WASM_DIR)/bench_accept_all.wasm \
