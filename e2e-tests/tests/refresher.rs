@@ -851,3 +851,32 @@ fn custom_ca_bundle_from_kube_cloud_config_is_trusted() {
         "names the CA bundle"
     );
 }
+
+#[test]
+fn not_opted_in_region_is_reported_on_the_secret() {
+    let c = Cluster::new();
+    c.secret("aws-creds", "AKIAE2E", "s");
+    c.machineset("ok", "eu-west-3", "m5.large", "aws-creds");
+    c.machineset("cape", "me-south-1", "m5.large", "aws-creds");
+    let out = c.once(&[]);
+    assert!(!out.status.success());
+    assert_eq!(c.table().len(), 1263);
+    assert_eq!(
+        c.ec2
+            .count("DescribeInstanceTypes", Some("af-south-1"))
+            .unwrap(),
+        0
+    );
+    let events = c.events();
+    let e = events
+        .iter()
+        .find(|e| e["involvedObject"]["name"] == "cape")
+        .expect("event");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("region me-south-1 is not opted in"),
+        "{e}"
+    );
+}

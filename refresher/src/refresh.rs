@@ -277,9 +277,26 @@ impl Refresher {
             let ec2 = Ec2::new(&creds, region, endpoint, http);
             match self.check_region(&ec2, &creds, region).await {
                 Ok(()) => {}
-                Err(RegionCheck::Invalid(why)) => {
+                // opt-in is per AWS account: another Secret of the region may be opted in
+                Err(RegionCheck::Invalid(e @ region_cache::RegionError::NotOptedIn(_))) => {
+                    let why = format!("is for an AWS account where {e}");
+                    self.secret_failed(secret, users, &why, report).await;
+                    failures.push(format!("Secret {secret}: {e}"));
+                    continue;
+                }
+                Err(RegionCheck::Invalid(e)) => {
+                    let why = e.to_string();
                     for at in rp.machinesets() {
-                        cluster::event(&self.client, at, "Warning", "FailedUpdate", &format!("capa-refresher: {why}; instance types of this region are not refreshed")).await;
+                        cluster::event(
+                            &self.client,
+                            at,
+                            "Warning",
+                            "FailedUpdate",
+                            &format!(
+                                "capa-refresher: {why}; fix providerSpec.value.placement.region"
+                            ),
+                        )
+                        .await;
                     }
                     tracing::warn!(region, reason = %why, "region skipped");
                     return Err(why);
@@ -337,7 +354,7 @@ impl Refresher {
                 r
             }
         };
-        region_cache::check(&regions, region).map_err(|e| RegionCheck::Invalid(e.to_string()))
+        region_cache::check(&regions, region).map_err(RegionCheck::Invalid)
     }
 
     async fn secret_failed(
@@ -452,6 +469,6 @@ impl Refresher {
 }
 
 enum RegionCheck {
-    Invalid(String),
+    Invalid(region_cache::RegionError),
     Failed(Ec2Error),
 }
