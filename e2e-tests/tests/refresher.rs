@@ -865,3 +865,32 @@ fn not_opted_in_region_is_reported_on_the_secret() {
         "{e}"
     );
 }
+
+#[test]
+fn internal_errors_and_slow_answers_are_retried() {
+    let c = Cluster::new();
+    c.secret("aws-creds", "AKIAE2E", "s");
+    c.machineset("w1", "eu-west-3", "m5.large", "aws-creds");
+    c.ec2
+        .fault(json!([
+            {"action": "DescribeInstanceTypes", "status": 500, "code": "InternalError", "count": 1},
+            {"action": "DescribeInstanceTypes", "delay_ms": 1500, "count": 1}
+        ]))
+        .unwrap();
+    assert!(c.once(&[]).status.success());
+    let statuses: Vec<Value> = c
+        .ec2
+        .calls()
+        .unwrap()
+        .into_iter()
+        .filter(|x| x["action"] == "DescribeInstanceTypes")
+        .map(|x| x["status"].clone())
+        .collect();
+    assert_eq!(
+        &statuses[..2],
+        &[json!(500), json!(200)],
+        "a 500 is retried; the slow answer is waited for"
+    );
+    assert_eq!(statuses.len(), PAGES + 1);
+    assert_eq!(c.table().len(), 1263);
+}
