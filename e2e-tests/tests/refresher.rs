@@ -894,3 +894,24 @@ fn internal_errors_and_slow_answers_are_retried() {
     assert_eq!(statuses.len(), PAGES + 1);
     assert_eq!(c.table().len(), 1263);
 }
+
+#[test]
+fn a_metrics_port_in_use_is_a_failed_start() {
+    let c = Cluster::new();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let mut child = Command::new(paths::refresher_bin())
+        .args(["--metrics-bind-address", &addr, "--health-addr", "0"])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .env("HOME", &c.dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = wait_for(Duration::from_secs(30), || child.try_wait().ok().flatten());
+    let status = status.unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("the refresher kept running without its metrics port")
+    });
+    assert!(!status.success(), "exit status {status:?}");
+}

@@ -99,8 +99,10 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    let server_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for (addr, with_metrics, with_health) in servers {
         let (metrics, health, stop) = (metrics.clone(), health.clone(), stop.clone());
+        let failed = server_failed.clone();
         tokio::spawn(async move {
             if let Err(e) = server::serve(
                 addr,
@@ -113,6 +115,7 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
             .await
             {
                 tracing::error!(error = format!("{e:#}"), "HTTP server failed; stopping");
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
                 stop.cancel();
             }
         });
@@ -143,6 +146,9 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
         stop.clone(),
     )
     .await;
+    if server_failed.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(ExitCode::FAILURE);
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
