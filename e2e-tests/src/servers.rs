@@ -137,6 +137,16 @@ impl Ec2 {
             .count())
     }
 
+    /// HTTP statuses of the calls of `action`, in order.
+    pub fn statuses(&self, action: &str) -> Result<Vec<Value>> {
+        Ok(self
+            .calls()?
+            .into_iter()
+            .filter(|c| c["action"] == action)
+            .map(|c| c["status"].clone())
+            .collect())
+    }
+
     pub fn fault(&self, fault: Value) -> Result<()> {
         http(&self.proxy_url, "POST", "/_proxy/faults", Some(&fault)).map(|_| ())
     }

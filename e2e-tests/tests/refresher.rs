@@ -269,14 +269,7 @@ fn throttled_twice_then_ok() {
         .fault(json!({"action": "DescribeInstanceTypes", "status": 503, "code": "RequestLimitExceeded", "count": 2}))
         .unwrap();
     assert!(c.once(&[]).status.success());
-    let statuses: Vec<Value> = c
-        .ec2
-        .calls()
-        .unwrap()
-        .into_iter()
-        .filter(|x| x["action"] == "DescribeInstanceTypes")
-        .map(|x| x["status"].clone())
-        .collect();
+    let statuses = c.ec2.statuses("DescribeInstanceTypes").unwrap();
     assert_eq!(&statuses[..3], &[json!(503), json!(503), json!(200)]);
     assert_eq!(statuses.len(), PAGES + 2);
     assert_eq!(c.table().len(), 1263);
@@ -878,14 +871,7 @@ fn internal_errors_and_slow_answers_are_retried() {
         ]))
         .unwrap();
     assert!(c.once(&[]).status.success());
-    let statuses: Vec<Value> = c
-        .ec2
-        .calls()
-        .unwrap()
-        .into_iter()
-        .filter(|x| x["action"] == "DescribeInstanceTypes")
-        .map(|x| x["status"].clone())
-        .collect();
+    let statuses = c.ec2.statuses("DescribeInstanceTypes").unwrap();
     assert_eq!(
         &statuses[..2],
         &[json!(500), json!(200)],

@@ -287,11 +287,8 @@ impl Refresher {
                 Err(RegionCheck::Invalid(e)) => {
                     let why = e.to_string();
                     for at in rp.machinesets() {
-                        cluster::event(
-                            &self.client,
+                        self.warn(
                             at,
-                            "Warning",
-                            "FailedUpdate",
                             &format!(
                                 "capa-refresher: {why}; fix providerSpec.value.placement.region"
                             ),
@@ -372,14 +369,7 @@ impl Refresher {
             .insert(secret.clone(), why.to_string());
         tracing::error!(secret = %secret, machinesets = ?users.iter().map(ToString::to_string).collect::<Vec<_>>(), reason = %why, "credentials Secret unusable");
         for at in users {
-            cluster::event(
-                &self.client,
-                at,
-                "Warning",
-                "FailedUpdate",
-                &format!("capa-refresher: credentials Secret {secret} {why}; fix the Secret referenced by providerSpec.value.credentialsSecret"),
-            )
-            .await;
+            self.warn(at, &format!("capa-refresher: credentials Secret {secret} {why}; fix the Secret referenced by providerSpec.value.credentialsSecret")).await;
         }
     }
 
@@ -399,11 +389,8 @@ impl Refresher {
             self.secret_failed(secret, users, &why, report).await;
         } else {
             for at in users {
-                cluster::event(
-                    &self.client,
+                self.warn(
                     at,
-                    "Warning",
-                    "FailedUpdate",
                     &format!(
                         "capa-refresher: EC2 {} in {} failed: {}",
                         e.operation, e.region, e.message
@@ -454,17 +441,17 @@ impl Refresher {
                 Decision::Unknown(_) if !was_scanned => {}
                 Decision::Unknown(instance_type) => {
                     report.unknown += 1;
-                    cluster::event(
-                        &self.client,
-                        &at,
-                        "Warning",
-                        "FailedUpdate",
-                        &format!("capa-refresher: unknown instance type {instance_type}: EC2 does not list it; fix providerSpec.value.instanceType or add it to the policy's overrides setting"),
-                    )
-                    .await;
+                    self.warn(&at, &format!("capa-refresher: unknown instance type {instance_type}: EC2 does not list it; fix providerSpec.value.instanceType or add it to the policy's overrides setting")).await;
                 }
             }
         }
+    }
+}
+
+impl Refresher {
+    /// A Warning Event `FailedUpdate` on a MachineSet (upstream parity: the one reason it uses).
+    async fn warn(&self, at: &ObjectRef, message: &str) {
+        cluster::event(&self.client, at, "Warning", "FailedUpdate", message).await;
     }
 }
 
