@@ -6,7 +6,7 @@ WASM_DIR := $(TARGET_DIR)/$(WASM_TARGET)/policy
 CARGO ?= cargo
 KWCTL ?= kwctl
 
-.PHONY: all setup test-servers policy.wasm bench-policies test unit e2e lint fmt demo bench e2e-kwctl clean
+.PHONY: all setup test-servers policy.wasm bench-policies test unit e2e lint fmt demo bench kwctl-bench snapshot e2e-kwctl clean
 
 all: policy.wasm
 
@@ -59,6 +59,21 @@ bench: policy.wasm bench-policies test-servers
 	$(CARGO) build -q --release -p capa-refresher
 	$(CARGO) run -q --release -p e2e-tests --bin refresher_bench -- \
 	  --refresher $(TARGET_DIR)/release/capa-refresher
+
+## kwctl-bench: `kwctl bench` of the built-in path (no cluster access: the host call fails) and of
+## the field-masked ConfigMap path (replayed session), for people who have kwctl
+kwctl-bench: policy.wasm
+	$(KWCTL) bench --warm-up-time 1 --measurement-time 5 \
+	  --request-path e2e-tests/fixtures/requests/create-example-m6g-xlarge.json policy.wasm
+	$(KWCTL) bench --warm-up-time 1 --measurement-time 5 --allow-context-aware \
+	  --replay-host-capabilities-interactions e2e-tests/fixtures/sessions/m6g-masked.yml \
+	  --request-path e2e-tests/fixtures/requests/create-example-m6g-xlarge.json policy.wasm
+
+## snapshot: regenerate the built-in table (policy/data/builtin-instance-types.txt) from the pinned
+## moto through the refresher (--dry-run --region us-east-1 --output snapshot); a test checks it
+snapshot: test-servers
+	$(CARGO) build -q -p capa-refresher -p e2e-tests --bin snapshot
+	$(TARGET_DIR)/debug/snapshot
 
 ## annotated-policy.wasm: policy.wasm with metadata.yml and README.md embedded (needs kwctl)
 annotated-policy.wasm: policy.wasm metadata.yml README.md

@@ -12,6 +12,7 @@ pub mod evaluation;
 pub mod fake_kube;
 pub mod paths;
 pub mod servers;
+pub mod snapshot;
 pub mod wasm;
 
 pub use capabilities::{FixedAnswer, HostCapabilities, NoCluster, ReplaySession};

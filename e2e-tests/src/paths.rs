@@ -25,19 +25,18 @@ pub fn policy_wasm() -> PathBuf {
         .unwrap_or_else(|| workspace().join("policy.wasm"))
 }
 
-/// The refresher binary: `$CAPA_REFRESHER_BIN`, else `capa-refresher` next to the running test
-/// binary's profile directory (`target/debug/deps/<test>` → `target/debug/capa-refresher`).
+/// The refresher binary: `$CAPA_REFRESHER_BIN`, else `capa-refresher` of the running binary's
+/// profile directory (`target/debug/deps/<test>` or `target/debug/<bin>` → `target/debug/capa-refresher`).
 pub fn refresher_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("CAPA_REFRESHER_BIN") {
         return PathBuf::from(p);
     }
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| {
-            exe.parent()
-                .and_then(|deps| deps.parent())
-                .map(|dir| dir.join("capa-refresher"))
-        })
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("capa-refresher"))
+        .find(|p| p.is_file())
         .unwrap_or_else(|| PathBuf::from("capa-refresher"))
 }
 

@@ -353,7 +353,55 @@ fn no_cluster_at_all_uses_the_builtin_table() {
         capacity(&ev),
         t("4", "16384", "0", "kubernetes.io/arch=arm64,team=ml")
     );
-    assert!(ev.warnings()[0].contains("built-in table"));
+    let snapshot = builtin_snapshot();
+    assert!(
+        ev.warnings()[0].contains(&format!("built-in table of {}", snapshot.date)),
+        "{}",
+        ev.warnings()[0]
+    );
+}
+
+fn builtin_snapshot() -> capa_core::builtin::Snapshot {
+    let text = std::fs::read_to_string(e2e_tests::snapshot::snapshot_file()).unwrap();
+    capa_core::builtin::parse(&text).unwrap()
+}
+
+/// Every line of the committed snapshot, through the compiled module with no cluster at all
+/// (kwctl run without --allow-context-aware): the built-in table answers each type with exactly
+/// the capacity of its line.
+#[test]
+fn no_cluster_every_builtin_type_is_annotated_from_its_line() {
+    use capa_core::annotations::{UPSTREAM_GPU_COUNT, UPSTREAM_GPU_TYPE};
+    let snapshot = builtin_snapshot();
+    assert!(snapshot.entries.len() >= 1263, "{}", snapshot.entries.len());
+    let settings = json!({"upstreamCapacityAnnotations": true});
+    let mut req = request("create-m5-xlarge");
+    for (name, cap) in &snapshot.entries {
+        req["object"]["spec"]["template"]["spec"]["providerSpec"]["value"]["instanceType"] =
+            json!(name);
+        let ev = evaluate(policy(), &settings, &req, Arc::new(NoCluster)).unwrap();
+        let a = ev.annotations();
+        let arch = format!("kubernetes.io/arch={}", cap.arch);
+        assert_eq!(
+            capacity(&ev),
+            t(
+                &cap.vcpu.to_string(),
+                &cap.memory_mib.to_string(),
+                &cap.gpu.to_string(),
+                &arch
+            ),
+            "{name}"
+        );
+        let gpu_type = cap
+            .gpu_vendor
+            .filter(|_| cap.gpu > 0)
+            .map(|v| json!(v.resource_name()));
+        assert_eq!(a.get(UPSTREAM_GPU_TYPE), gpu_type.as_ref(), "{name}");
+        if cap.gpu > 0 {
+            assert_eq!(a[UPSTREAM_GPU_COUNT], json!(cap.gpu.to_string()), "{name}");
+        }
+        assert!(ev.warnings()[0].contains("built-in table"), "{name}");
+    }
 }
 
 #[test]

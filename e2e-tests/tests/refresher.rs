@@ -426,6 +426,39 @@ fn dry_run_prints_the_table_and_writes_nothing() {
     assert_eq!(c.requests("patch", "machinesets"), 0);
 }
 
+/// `--once --dry-run --output snapshot` with a cluster's MachineSets and Secrets prints the same
+/// built-in table file as the cluster-less pipeline (`make snapshot`) for the same region.
+#[test]
+fn dry_run_snapshot_from_a_cluster_is_the_builtin_file() {
+    let committed = std::fs::read_to_string(e2e_tests::snapshot::snapshot_file()).unwrap();
+    let parsed = capa_core::builtin::parse(&committed).unwrap();
+    let c = Cluster::new();
+    c.secret("aws-creds", "AKIAE2E", "s");
+    c.machineset("w1", e2e_tests::snapshot::REGION, "m5.large", "aws-creds");
+    let out = c.once(&[
+        "--dry-run",
+        "--output",
+        "snapshot",
+        "--snapshot-source",
+        &parsed.source,
+        "--snapshot-date",
+        &parsed.date,
+    ]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8(out.stdout).unwrap() == committed,
+        "the cluster path printed a different snapshot"
+    );
+    assert!(c.configmap().is_none());
+
+    // a region that fails: no snapshot at all, rather than one that silently lacks types
+    c.machineset("w2", "eu-west-3", "m5.large", "missing-secret");
+    let out = c.once(&["--dry-run", "--output", "snapshot"]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "a partial snapshot was printed");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no snapshot printed"));
+}
+
 #[test]
 fn unknown_instance_type_gets_a_failed_update_event() {
     let c = Cluster::new();

@@ -342,7 +342,7 @@ mod tests {
     #[test]
     fn configmap_lacking_the_type_falls_back() {
         let out = admit(
-            &create(machineset("p3.2xlarge", json!({}))),
+            &create(machineset("g5.xlarge", json!({}))),
             &FakeHost::with(table_cm()),
         );
         assert_eq!(annotations_of(&out)["machine.openshift.io/GPU"], "1");

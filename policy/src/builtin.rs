@@ -50,21 +50,50 @@ mod tests {
         assert!(!DATE.is_empty() && !SOURCE.is_empty());
     }
 
+    /// `shared/reference/sample-capacities.md` (real EC2 figures); p3.2xlarge and f1.2xlarge are
+    /// not in moto's catalogue, so they are not in the built-in table either.
     #[test]
     fn reference_capacities() {
-        let c = lookup("m5.xlarge").unwrap();
-        assert_eq!(
-            (c.vcpu, c.memory_mib, c.gpu, c.arch),
-            (4, 16384, 0, Arch::Amd64)
-        );
-        let c = lookup("p3.2xlarge").unwrap();
-        assert_eq!(
-            (c.vcpu, c.memory_mib, c.gpu, c.gpu_vendor),
-            (8, 62464, 1, Some(GpuVendor::Nvidia))
-        );
-        let c = lookup("mac2.metal").unwrap();
-        assert_eq!(c.arch, Arch::Arm64);
-        let c = lookup("g4ad.xlarge").unwrap();
-        assert_eq!(c.gpu_vendor, Some(GpuVendor::Amd));
+        use GpuVendor::*;
+        let amd64 = Arch::Amd64;
+        let arm64 = Arch::Arm64;
+        for (name, vcpu, mib, gpu, arch, vendor) in [
+            ("m5.large", 2, 8192, 0, amd64, None),
+            ("m5.xlarge", 4, 16384, 0, amd64, None),
+            ("m6i.8xlarge", 32, 131072, 0, amd64, None),
+            ("t2.micro", 1, 1024, 0, amd64, None),
+            ("t3.micro", 2, 1024, 0, amd64, None),
+            ("t4g.medium", 2, 4096, 0, arm64, None),
+            ("c6g.xlarge", 4, 8192, 0, arm64, None),
+            ("a1.2xlarge", 8, 16384, 0, arm64, None),
+            ("m6g.4xlarge", 16, 65536, 0, arm64, None),
+            ("p4d.24xlarge", 96, 1179648, 8, amd64, Some(Nvidia)),
+            ("p5.48xlarge", 192, 2097152, 8, amd64, Some(Nvidia)),
+            ("g4dn.xlarge", 4, 16384, 1, amd64, Some(Nvidia)),
+            ("g4ad.xlarge", 4, 16384, 1, amd64, Some(Amd)),
+            ("g5.xlarge", 4, 16384, 1, amd64, Some(Nvidia)),
+            ("g5g.xlarge", 4, 8192, 1, arm64, Some(Nvidia)),
+            ("dl1.24xlarge", 96, 786432, 8, amd64, Some(Habana)),
+            ("inf1.xlarge", 4, 8192, 0, amd64, None),
+            ("inf2.xlarge", 4, 16384, 0, amd64, None),
+            ("trn1.2xlarge", 8, 32768, 0, amd64, None),
+            ("mac1.metal", 12, 32768, 0, amd64, None),
+            ("mac2.metal", 8, 16384, 0, arm64, None),
+            // fractional GPU (EC2: Count 0, LogicalGpuCount 1): no whole GPU to advertise
+            ("g6f.large", 2, 8192, 0, amd64, None),
+        ] {
+            let c = lookup(name).unwrap_or_else(|| panic!("{name} is not in the built-in table"));
+            assert_eq!(
+                (c.vcpu, c.memory_mib, c.gpu, c.arch, c.gpu_vendor),
+                (vcpu, mib, gpu, arch, vendor),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_type_of_the_catalogue() {
+        // moto 5.2.1 lists 1,263 instance types; a shorter table means a broken snapshot
+        assert!(ENTRIES.len() >= 1263, "{}", ENTRIES.len());
     }
 }

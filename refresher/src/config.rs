@@ -11,6 +11,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// What `--dry-run` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// The ConfigMap that would be written, as JSON.
+    Configmap,
+    /// The built-in table file of the policy (one line per instance type).
+    Snapshot,
+}
+
 /// Keeps the capa-annotator instance-type ConfigMap current from EC2 DescribeInstanceTypes, with
 /// the credentials each AWS MachineSet references.
 #[derive(Debug, Clone, Parser)]
@@ -64,6 +73,30 @@ pub struct Config {
     #[arg(long, env = "CAPA_DRY_RUN")]
     pub dry_run: bool,
 
+    /// What `--dry-run` prints: the ConfigMap (JSON) or the policy's built-in table file
+    /// (`policy/data/builtin-instance-types.txt`, built from what EC2 listed in this run only).
+    #[arg(long, env = "CAPA_OUTPUT", value_enum, default_value = "configmap")]
+    pub output: Output,
+
+    /// Without a cluster: scan these regions (comma-separated or repeated) with the default AWS
+    /// credential chain (AWS_* environment, shared config/credentials files, web identity, ECS or
+    /// instance metadata) instead of the MachineSets' Secrets. Needs `--dry-run`.
+    #[arg(
+        long = "region",
+        env = "CAPA_REGIONS",
+        value_delimiter = ',',
+        requires = "dry_run"
+    )]
+    pub regions: Vec<String>,
+
+    /// The `# source:` line of `--output snapshot` (default: "EC2 DescribeInstanceTypes, <regions>").
+    #[arg(long, env = "CAPA_SNAPSHOT_SOURCE")]
+    pub snapshot_source: Option<String>,
+
+    /// The `# date:` line of `--output snapshot`, YYYY-MM-DD (default: today, UTC).
+    #[arg(long, env = "CAPA_SNAPSHOT_DATE", value_parser = parse_date)]
+    pub snapshot_date: Option<String>,
+
     /// Log format.
     #[arg(long, env = "CAPA_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -84,6 +117,23 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("must be greater than zero".to_string());
     }
     Ok(d)
+}
+
+/// `YYYY-MM-DD`.
+fn parse_date(s: &str) -> Result<String, String> {
+    let ok = s.len() == 10
+        && s.char_indices().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                c == '-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not a date like 2026-11-25"))
+    }
 }
 
 /// A listen address; `None` = disabled.
@@ -124,6 +174,8 @@ mod tests {
         assert_eq!(c.leader_elect_lease_duration, Duration::from_secs(120));
         assert_eq!(c.lease_namespace(), "openshift-machine-api");
         assert!(!c.once && !c.dry_run && !c.leader_elect);
+        assert_eq!(c.output, Output::Configmap);
+        assert!(c.regions.is_empty() && c.snapshot_source.is_none() && c.snapshot_date.is_none());
         assert_eq!(c.log_format, LogFormat::Text);
     }
 
@@ -154,5 +206,35 @@ mod tests {
         assert!(Config::try_parse_from(["capa-refresher", "--refresh-interval", "soon"]).is_err());
         assert!(Config::try_parse_from(["capa-refresher", "--refresh-interval", "0s"]).is_err());
         assert!(Config::try_parse_from(["capa-refresher", "--health-addr", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn cluster_less_snapshot_flags() {
+        let c = Config::try_parse_from([
+            "capa-refresher",
+            "--dry-run",
+            "--region",
+            "us-east-1,eu-west-1",
+            "--region",
+            "ap-south-1",
+            "--output",
+            "snapshot",
+            "--snapshot-date",
+            "2026-11-25",
+        ])
+        .unwrap();
+        assert_eq!(c.regions, ["us-east-1", "eu-west-1", "ap-south-1"]);
+        assert_eq!(c.output, Output::Snapshot);
+        assert_eq!(c.snapshot_date.as_deref(), Some("2026-11-25"));
+        // scanning without a cluster only prints: it needs --dry-run
+        let e = Config::try_parse_from(["capa-refresher", "--region", "us-east-1"]).unwrap_err();
+        assert!(e.to_string().contains("--dry-run"), "{e}");
+        for bad in ["25-11-2026", "2026-1-25", "yesterday"] {
+            assert!(
+                Config::try_parse_from(["capa-refresher", "--dry-run", "--snapshot-date", bad])
+                    .is_err(),
+                "{bad}"
+            );
+        }
     }
 }

@@ -195,26 +195,22 @@ impl Ec2 {
             .behavior_version(BehaviorVersion::latest())
             .region(region_cfg.clone())
             .credentials_provider(credentials_provider(creds, &region_cfg, http))
-            .http_client(http.clone())
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(5)
-                    .with_initial_backoff(Duration::from_millis(200))
-                    .with_max_backoff(Duration::from_secs(20)),
-            )
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .read_timeout(Duration::from_secs(60))
-                    .operation_attempt_timeout(Duration::from_secs(60))
-                    .operation_timeout(Duration::from_secs(300))
-                    .build(),
-            );
+            .http_client(http.clone());
         if let Some(url) = endpoint {
             b = b.endpoint_url(url);
         }
         Ec2 {
-            client: aws_sdk_ec2::Client::from_conf(b.build()),
+            client: aws_sdk_ec2::Client::from_conf(tuned(b).build()),
+            region: region.to_string(),
+        }
+    }
+
+    /// A client from a shared SDK configuration (the default AWS credential chain and the
+    /// `AWS_ENDPOINT_URL*` variables of the cluster-less mode), with the same retries and timeouts.
+    pub fn from_sdk_config(sdk: &aws_config::SdkConfig, region: &str) -> Self {
+        let b = aws_sdk_ec2::config::Builder::from(sdk).region(Region::new(region.to_string()));
+        Ec2 {
+            client: aws_sdk_ec2::Client::from_conf(tuned(b).build()),
             region: region.to_string(),
         }
     }
@@ -277,6 +273,24 @@ impl Ec2 {
         }
         Ok(out)
     }
+}
+
+/// Retries (throttling and 5xx, with backoff) and timeouts of every EC2 client.
+fn tuned(b: aws_sdk_ec2::config::Builder) -> aws_sdk_ec2::config::Builder {
+    b.retry_config(
+        RetryConfig::standard()
+            .with_max_attempts(5)
+            .with_initial_backoff(Duration::from_millis(200))
+            .with_max_backoff(Duration::from_secs(20)),
+    )
+    .timeout_config(
+        TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .operation_attempt_timeout(Duration::from_secs(60))
+            .operation_timeout(Duration::from_secs(300))
+            .build(),
+    )
 }
 
 fn result_label(kind: FailureKind) -> &'static str {

@@ -6,6 +6,7 @@ mod credentials;
 mod ec2;
 mod leader;
 mod metrics;
+mod output;
 mod plan;
 mod rate_limit;
 mod readmit;
@@ -13,6 +14,7 @@ mod refresh;
 mod region_cache;
 mod server;
 mod service;
+mod standalone;
 mod stored_table;
 mod table_store;
 mod telemetry;
@@ -47,6 +49,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
+    if !cfg.regions.is_empty() {
+        return cluster_less(&cfg).await;
+    }
     let client = kube::Client::try_default().await.map_err(|e| {
         anyhow::anyhow!("cannot reach the Kubernetes API ({e}); run in a cluster or set KUBECONFIG")
     })?;
@@ -68,20 +73,27 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
 
     if cfg.once || cfg.dry_run {
         let report = refresher.refresh(None).await?;
+        for (region, why) in &report.regions_failed {
+            tracing::error!(region, reason = %why, "region not refreshed");
+        }
         if cfg.dry_run {
             let cm = report
                 .dry_run_configmap
                 .as_ref()
                 .unwrap_or(&serde_json::Value::Null);
-            println!("{}", serde_json::to_string_pretty(cm)?);
+            output::print(
+                &cfg,
+                cm,
+                &report.fetched,
+                &report.regions_ok,
+                report.success(),
+            )?;
         }
-        if !report.success() {
-            for (region, why) in &report.regions_failed {
-                tracing::error!(region, reason = %why, "region not refreshed");
-            }
-            return Ok(ExitCode::FAILURE);
-        }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(if report.success() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
     }
 
     let stop = CancellationToken::new();
@@ -150,6 +162,30 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--dry-run --region …`: no Kubernetes at all; the default AWS credential chain.
+async fn cluster_less(cfg: &Config) -> anyhow::Result<ExitCode> {
+    let metrics = metrics::Metrics::new();
+    let scan = standalone::scan(&cfg.regions, &metrics).await?;
+    let now = std::time::SystemTime::now();
+    let content = stored_table::next_content(
+        &stored_table::StoredTable::default(),
+        &scan.table,
+        &scan.regions,
+        now,
+        std::time::Duration::ZERO,
+    );
+    let store = table_store::TableStore {
+        name: cfg.configmap_name.clone(),
+        namespace: cfg.configmap_namespace.clone(),
+    };
+    let cm = match content {
+        Some(content) => serde_json::to_value(store.object(None, &content))?,
+        None => serde_json::Value::Null,
+    };
+    output::print(cfg, &cm, &scan.table, &scan.regions, true)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -33,6 +33,8 @@ pub struct Report {
     pub unknown: usize,
     /// The table after the refresh.
     pub table: Table,
+    /// What EC2 listed in this refresh (the regions of `regions_ok`), before merging.
+    pub fetched: Table,
     /// For `--dry-run`: the ConfigMap that would be written.
     pub dry_run_configmap: Option<Value>,
 }
@@ -59,6 +61,20 @@ pub struct Options {
     pub dry_run: bool,
     /// `last-refresh` is re-recorded when older than this even if nothing changed.
     pub stale_after: Duration,
+}
+
+/// Adds what a region's scan listed to `table`; items that cannot become entries are logged and
+/// skipped.
+pub fn add_scanned(table: &mut Table, region: &str, items: &[capa_core::ec2::InstanceTypeInfo]) {
+    for item in items {
+        match (item.capacity(), TypeName::parse(&item.instance_type)) {
+            (Ok(cap), Ok(name)) => {
+                table.insert(name, cap);
+            }
+            (Err(e), _) => tracing::warn!(region, error = %e, "instance type skipped"),
+            (_, Err(e)) => tracing::warn!(region, error = %e, "instance type skipped"),
+        }
+    }
 }
 
 /// State kept between refreshes.
@@ -166,19 +182,7 @@ impl Refresher {
             {
                 Ok(items) => {
                     report.instance_types_fetched += items.len();
-                    for item in items {
-                        match (item.capacity(), TypeName::parse(&item.instance_type)) {
-                            (Ok(cap), Ok(name)) => {
-                                fetched.insert(name, cap);
-                            }
-                            (Err(e), _) => {
-                                tracing::warn!(region, error = %e, "instance type skipped")
-                            }
-                            (_, Err(e)) => {
-                                tracing::warn!(region, error = %e, "instance type skipped")
-                            }
-                        }
-                    }
+                    add_scanned(&mut fetched, region, &items);
                     report.regions_ok.insert(region.clone());
                 }
                 Err(why) => {
@@ -246,6 +250,7 @@ impl Refresher {
             .await;
         }
         report.table = table;
+        report.fetched = fetched;
         Ok(report)
     }
 

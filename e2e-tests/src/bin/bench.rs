@@ -51,44 +51,23 @@ fn args() -> Result<Args> {
     Ok(a)
 }
 
-/// The whole ConfigMap an older host sends: the built-in snapshot, padded with synthetic families
-/// to the size of the real EC2 catalogue while the snapshot is still the small placeholder.
-fn whole_configmap(real_family_json: &str) -> Result<(Vec<u8>, usize, bool)> {
-    let text =
-        std::fs::read_to_string(paths::workspace().join("policy/data/builtin-instance-types.txt"))?;
+/// The whole ConfigMap an older host sends: every type of the built-in snapshot (the EC2 catalogue).
+fn whole_configmap() -> Result<(Vec<u8>, usize)> {
+    let text = std::fs::read_to_string(e2e_tests::snapshot::snapshot_file())?;
     let snapshot = capa_core::builtin::parse(&text)?;
     let mut table = Table::new();
     for (name, cap) in &snapshot.entries {
         table.insert(TypeName::parse(name)?, *cap);
     }
-    let padded = table.len() < 1263;
-    let sizes = [
-        "medium", "large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge",
-        "24xlarge", "metal",
-    ];
-    let mut i = 0;
-    while table.len() < 1263 {
-        let family = format!("syn{}", i / sizes.len());
-        let name = format!("{family}.{}", sizes[i % sizes.len()]);
-        if let Some(c) = snapshot
-            .entries
-            .get(i % snapshot.entries.len().max(1))
-            .map(|e| e.1)
-        {
-            table.insert(TypeName::parse(&name)?, c);
-        }
-        i += 1;
-    }
     let mut data = serde_json::Map::new();
     for (k, v) in table.to_configmap_data() {
         data.insert(k, Value::String(v));
     }
-    data.insert("m6g".into(), Value::String(real_family_json.into()));
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "machineset-instance-types", "namespace": "openshift-machine-api",
                      "annotations": {"capa-annotator.io/format-version": "1"}},
         "data": data});
-    Ok((serde_json::to_vec(&cm)?, table.len(), padded))
+    Ok((serde_json::to_vec(&cm)?, table.len()))
 }
 
 struct Scenario {
@@ -124,7 +103,7 @@ fn main() -> Result<()> {
         .context("fixture table lacks m6g")?
         .to_string();
     let masked = serde_json::to_vec(&json!({"data": {"m6g": m6g}}))?;
-    let (whole, whole_types, padded) = whole_configmap(&m6g)?;
+    let (whole, whole_types) = whole_configmap()?;
 
     let fixed =
         |r: Result<Vec<u8>, String>| -> Arc<dyn HostCapabilities> { Arc::new(FixedAnswer(r)) };
@@ -197,14 +176,9 @@ fn main() -> Result<()> {
         a.batch
     );
     println!(
-        "whole ConfigMap: {} types, {} bytes{}",
+        "whole ConfigMap: {} types, {} bytes (the built-in snapshot as a ConfigMap)",
         whole_types,
-        whole.len(),
-        if padded {
-            " (built-in snapshot padded with synthetic families to the EC2 catalogue's size)"
-        } else {
-            ""
-        }
+        whole.len()
     );
     println!();
     println!(
@@ -240,7 +214,6 @@ fn main() -> Result<()> {
 }
 
 fn builtin_len() -> Result<usize> {
-    let text =
-        std::fs::read_to_string(paths::workspace().join("policy/data/builtin-instance-types.txt"))?;
+    let text = std::fs::read_to_string(e2e_tests::snapshot::snapshot_file())?;
     Ok(capa_core::builtin::parse(&text)?.entries.len())
 }
