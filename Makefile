@@ -6,7 +6,7 @@ WASM_DIR := $(TARGET_DIR)/$(WASM_TARGET)/policy
 CARGO ?= cargo
 KWCTL ?= kwctl
 
-.PHONY: all setup test-servers policy.wasm bench-policies test unit e2e lint fmt demo bench kwctl-bench snapshot e2e-kwctl clean
+.PHONY: image deploy-render all setup test-servers policy.wasm bench-policies test unit e2e lint fmt demo bench kwctl-bench snapshot e2e-kwctl clean
 
 all: policy.wasm
 
@@ -74,6 +74,19 @@ kwctl-bench: policy.wasm
 snapshot: test-servers
 	$(CARGO) build -q -p capa-refresher -p e2e-tests --bin snapshot
 	$(TARGET_DIR)/debug/snapshot
+
+IMAGE ?= capa-refresher:dev
+CONTAINER_ENGINE ?= docker
+
+## image: the refresher's container image (multi-stage Dockerfile; needs docker or podman)
+image:
+	$(CONTAINER_ENGINE) build -t $(IMAGE) .
+
+## deploy-render: render the kustomize base and the Prometheus example offline (kubectl kustomize)
+deploy-render:
+	kubectl kustomize deploy > /dev/null
+	kubectl kustomize examples/deploy-prometheus > /dev/null
+	@echo "deploy/ and examples/deploy-prometheus/ render"
 
 ## annotated-policy.wasm: policy.wasm with metadata.yml and README.md embedded (needs kwctl)
 annotated-policy.wasm: policy.wasm metadata.yml README.md
