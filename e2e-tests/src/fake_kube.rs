@@ -4,8 +4,13 @@
 //! Objects live in memory; GET/LIST/WATCH/CREATE/UPDATE/PATCH(merge, apply, json)/DELETE behave
 //! like the real server where the refresher can tell: a global resourceVersion, 409 Conflict on a
 //! stale resourceVersion, 409 AlreadyExists, 404 with the real `Status` bodies, watch as a chunked
-//! stream of JSON lines. Every request is recorded (verb, group, resource, namespace, name) so
-//! tests can compare what a client did with the RBAC it is granted.
+//! stream of JSON lines. Every request is recorded (user, verb, group, resource, namespace, name)
+//! so tests can compare what a client did with the RBAC it is granted; the user is the bearer
+//! token of the request (`write_kubeconfig_as`).
+//!
+//! A mutating admission step can be installed for a kind (`set_admission`): it sees every CREATE
+//! and UPDATE (a PATCH is an UPDATE, as in Kubernetes) of that kind after the request's own change,
+//! and its JSON patch and warnings are applied and returned like a MutatingWebhookConfiguration's.
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -115,6 +120,8 @@ fn kind_for_object(obj: &Value) -> Option<&'static Kind> {
 /// One request as RBAC sees it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RequestRecord {
+    /// The bearer token of the request (the fake server's notion of a user).
+    pub user: String,
     pub verb: String,
     pub group: String,
     pub resource: String,
@@ -134,6 +141,45 @@ struct WatchEvent {
     object: Value,
 }
 
+/// What a mutating admission step is asked about.
+#[derive(Debug, Clone)]
+pub struct AdmissionReview {
+    /// `CREATE` or `UPDATE`.
+    pub operation: &'static str,
+    pub user: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    /// The object as it would be stored.
+    pub object: Value,
+    /// The stored object (UPDATE).
+    pub old_object: Option<Value>,
+}
+
+/// A mutating admission step's answer.
+#[derive(Debug, Clone, Default)]
+pub struct AdmissionResult {
+    /// `false`: the write is refused with `message`.
+    pub denied: bool,
+    pub message: Option<String>,
+    pub patch: Option<json_patch::Patch>,
+    pub warnings: Vec<String>,
+}
+
+/// A mutating admission step; `None` = the request does not match its rules.
+pub type AdmissionHook = Arc<dyn Fn(&AdmissionReview) -> Option<AdmissionResult> + Send + Sync>;
+
+/// One admission the server ran.
+#[derive(Debug, Clone)]
+pub struct AdmissionRecord {
+    pub operation: &'static str,
+    pub user: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub warnings: Vec<String>,
+    /// The step changed the object.
+    pub mutated: bool,
+}
+
 /// A mutation of a stored object, run just before the next write to it (simulates a concurrent writer).
 pub type Interference = Box<dyn FnOnce(&mut Value) + Send>;
 
@@ -145,6 +191,8 @@ struct Store {
     requests: Vec<RequestRecord>,
     interferences: Vec<(Key, Interference)>,
     uid: u64,
+    hooks: Vec<(&'static Kind, AdmissionHook)>,
+    admissions: Vec<AdmissionRecord>,
 }
 
 struct Shared {
@@ -262,11 +310,16 @@ impl FakeKube {
         format!("http://{}", self.addr)
     }
 
-    /// Writes a kubeconfig pointing at this server into `dir`.
+    /// Writes a kubeconfig pointing at this server into `dir` (user `fake-token`).
     pub fn write_kubeconfig(&self, dir: &Path) -> anyhow::Result<PathBuf> {
-        let path = dir.join("kubeconfig");
+        self.write_kubeconfig_as(dir, "fake-token")
+    }
+
+    /// Writes a kubeconfig whose requests the server records as `user` (the bearer token).
+    pub fn write_kubeconfig_as(&self, dir: &Path, user: &str) -> anyhow::Result<PathBuf> {
+        let path = dir.join(format!("kubeconfig-{}", user.replace(':', "_")));
         let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\nusers:\n- name: fake\n  user:\n    token: {user}\n",
             self.url()
         );
         std::fs::write(&path, text)?;
@@ -318,16 +371,7 @@ impl FakeKube {
         namespace: Option<&str>,
         name: &str,
     ) -> Option<Value> {
-        let k = KINDS
-            .iter()
-            .find(|k| k.api_version() == api_version && k.kind == kind)?;
-        let key: Key = (
-            k.group,
-            k.plural,
-            namespace.map(str::to_string),
-            name.to_string(),
-        );
-        self.shared.lock().objects.get(&key).cloned()
+        self.reader().get(api_version, kind, namespace, name)
     }
 
     /// Every stored object of a kind (any namespace).
@@ -345,6 +389,27 @@ impl FakeKube {
             .filter(|((g, p, _, _), _)| *g == k.group && *p == k.plural)
             .map(|(_, v)| v.clone())
             .collect()
+    }
+
+    /// A handle that reads stored objects from any thread (e.g. an admission step's host calls).
+    pub fn reader(&self) -> KubeReader {
+        KubeReader {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Installs a mutating admission step for a kind.
+    pub fn set_admission(&self, api_version: &str, kind: &str, hook: AdmissionHook) {
+        let k = KINDS
+            .iter()
+            .find(|k| k.api_version() == api_version && k.kind == kind)
+            .unwrap_or_else(|| panic!("fake kube: unknown kind {api_version} {kind}"));
+        self.shared.lock().hooks.push((k, hook));
+    }
+
+    /// Every admission run so far.
+    pub fn admissions(&self) -> Vec<AdmissionRecord> {
+        self.shared.lock().admissions.clone()
     }
 
     /// Every request served so far.
@@ -373,6 +438,34 @@ impl FakeKube {
             name.to_string(),
         );
         self.shared.lock().interferences.push((key, f));
+    }
+}
+
+/// Reads stored objects (see [`FakeKube::reader`]).
+#[derive(Clone)]
+pub struct KubeReader {
+    shared: Arc<Shared>,
+}
+
+impl KubeReader {
+    /// A stored object.
+    pub fn get(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<Value> {
+        let k = KINDS
+            .iter()
+            .find(|k| k.api_version() == api_version && k.kind == kind)?;
+        let key: Key = (
+            k.group,
+            k.plural,
+            namespace.filter(|_| k.namespaced).map(str::to_string),
+            name.to_string(),
+        );
+        self.shared.lock().objects.get(&key).cloned()
     }
 }
 
@@ -500,7 +593,14 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             );
         }
     };
+    let user = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("system:anonymous")
+        .to_string();
     shared.lock().requests.push(RequestRecord {
+        user: user.clone(),
         verb: verb.to_string(),
         group: t.kind.group.to_string(),
         resource: t.kind.plural.to_string(),
@@ -511,9 +611,9 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         "watch" => watch_stream(shared, t, q),
         "get" => get(&shared, &t),
         "list" => list(&shared, &t),
-        "create" => create(&shared, &t, &body),
-        "update" => update(&shared, &t, &body),
-        "patch" => patch(&shared, &t, &headers, &body),
+        "create" => create(&shared, &t, &body, &user),
+        "update" => update(&shared, &t, &body, &user),
+        "patch" => patch(&shared, &t, &headers, &body, &user),
         _ => delete(&shared, &t),
     }
 }
@@ -586,22 +686,30 @@ fn parse_body(body: &Bytes, t: &Target) -> Result<Value, Response> {
     })
 }
 
-fn create(shared: &Shared, t: &Target, body: &Bytes) -> Response {
-    let mut obj = match parse_body(body, t) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
+/// A write decided under the lock, before admission: what would be stored.
+struct Prepared {
+    key: Key,
+    object: Value,
+    /// `ADDED` or `MODIFIED`.
+    event: &'static str,
+    /// The stored object the write started from (UPDATE).
+    old: Option<Value>,
+}
+
+#[allow(clippy::result_large_err)] // an HTTP response is the natural error of a handler step
+fn prepare_create(shared: &Shared, t: &Target, body: &Bytes) -> Result<Prepared, Response> {
+    let mut obj = parse_body(body, t)?;
     let mut store = shared.lock();
     store.uid += 1;
     let uid = store.uid;
     let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
-        return status(
+        return Err(status(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Invalid",
             "metadata is required".into(),
             None,
             t.kind.plural,
-        );
+        ));
     };
     let name = match (
         meta.get("name").and_then(Value::as_str),
@@ -610,13 +718,13 @@ fn create(shared: &Shared, t: &Target, body: &Bytes) -> Response {
         (Some(n), _) if !n.is_empty() => n.to_string(),
         (_, Some(g)) => format!("{g}{uid:05x}"),
         _ => {
-            return status(
+            return Err(status(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Invalid",
                 "metadata.name is required".into(),
                 None,
                 t.kind.plural,
-            );
+            ));
         }
     };
     meta.insert("name".into(), json!(name));
@@ -628,16 +736,50 @@ fn create(shared: &Shared, t: &Target, body: &Bytes) -> Response {
     }
     let k = key(t, &name);
     if store.objects.contains_key(&k) {
-        return status(
-            StatusCode::CONFLICT,
-            "AlreadyExists",
-            format!("{} \"{name}\" already exists", t.kind.plural),
-            Some(&name),
-            t.kind.plural,
-        );
+        return Err(already_exists(t, &name));
     }
-    let stored = store.commit(t.kind, k, obj, "ADDED", &shared.events);
-    ok_json(StatusCode::CREATED, &stored)
+    Ok(Prepared {
+        key: k,
+        object: obj,
+        event: "ADDED",
+        old: None,
+    })
+}
+
+fn already_exists(t: &Target, name: &str) -> Response {
+    status(
+        StatusCode::CONFLICT,
+        "AlreadyExists",
+        format!("{} \"{name}\" already exists", t.kind.plural),
+        Some(name),
+        t.kind.plural,
+    )
+}
+
+fn conflict(t: &Target, name: &str) -> Response {
+    let what = if t.kind.group.is_empty() {
+        t.kind.plural.to_string()
+    } else {
+        format!("{}.{}", t.kind.plural, t.kind.group)
+    };
+    status(
+        StatusCode::CONFLICT,
+        "Conflict",
+        format!(
+            "Operation cannot be fulfilled on {what} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+        ),
+        Some(name),
+        t.kind.plural,
+    )
+}
+
+fn create(shared: &Shared, t: &Target, body: &Bytes, user: &str) -> Response {
+    match prepare_create(shared, t, body) {
+        Ok(p) => match finish(shared, t, p, user, StatusCode::CREATED) {
+            Ok(r) | Err(r) => r,
+        },
+        Err(r) => r,
+    }
 }
 
 /// Runs a pending interference on `k`, as another writer would.
@@ -651,35 +793,20 @@ fn interfere(store: &mut Store, kind: &'static Kind, k: &Key, tx: &broadcast::Se
     }
 }
 
-fn update(shared: &Shared, t: &Target, body: &Bytes) -> Response {
-    let obj = match parse_body(body, t) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
+#[allow(clippy::result_large_err)]
+fn prepare_update(shared: &Shared, t: &Target, body: &Bytes) -> Result<Prepared, Response> {
+    let obj = parse_body(body, t)?;
     let name = t.name.clone().unwrap_or_default();
     let k = key(t, &name);
     let mut store = shared.lock();
     interfere(&mut store, t.kind, &k, &shared.events);
-    let Some(current) = store.objects.get(&k) else {
-        return not_found(t, &name);
+    let Some(current) = store.objects.get(&k).cloned() else {
+        return Err(not_found(t, &name));
     };
     let current_rv = current.pointer("/metadata/resourceVersion").cloned();
     let sent_rv = obj.pointer("/metadata/resourceVersion").cloned();
     if sent_rv.is_some() && sent_rv != current_rv {
-        let what = if t.kind.group.is_empty() {
-            t.kind.plural.to_string()
-        } else {
-            format!("{}.{}", t.kind.plural, t.kind.group)
-        };
-        return status(
-            StatusCode::CONFLICT,
-            "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {what} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
-            ),
-            Some(&name),
-            t.kind.plural,
-        );
+        return Err(conflict(t, &name));
     }
     let mut obj = obj;
     for field in ["uid", "creationTimestamp", "namespace", "name"] {
@@ -687,11 +814,30 @@ fn update(shared: &Shared, t: &Target, body: &Bytes) -> Response {
             obj["metadata"][field] = v;
         }
     }
-    let stored = store.commit(t.kind, k, obj, "MODIFIED", &shared.events);
-    ok_json(StatusCode::OK, &stored)
+    Ok(Prepared {
+        key: k,
+        object: obj,
+        event: "MODIFIED",
+        old: Some(current),
+    })
 }
 
-fn patch(shared: &Shared, t: &Target, headers: &HeaderMap, body: &Bytes) -> Response {
+fn update(shared: &Shared, t: &Target, body: &Bytes, user: &str) -> Response {
+    match prepare_update(shared, t, body) {
+        Ok(p) => match finish(shared, t, p, user, StatusCode::OK) {
+            Ok(r) | Err(r) => r,
+        },
+        Err(r) => r,
+    }
+}
+
+#[allow(clippy::result_large_err)]
+fn prepare_patch(
+    shared: &Shared,
+    t: &Target,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Prepared, Response> {
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -701,52 +847,178 @@ fn patch(shared: &Shared, t: &Target, headers: &HeaderMap, body: &Bytes) -> Resp
     let mut store = shared.lock();
     interfere(&mut store, t.kind, &k, &shared.events);
     let apply = ctype.starts_with("application/apply-patch");
-    let current = match store.objects.get(&k) {
-        Some(c) => c.clone(),
-        None if apply => json!({"metadata": {"name": name, "namespace": t.namespace}}),
-        None => return not_found(t, &name),
+    let (current, exists) = match store.objects.get(&k) {
+        Some(c) => (c.clone(), true),
+        None if apply => (
+            json!({"metadata": {"name": name, "namespace": t.namespace}}),
+            false,
+        ),
+        None => return Err(not_found(t, &name)),
     };
     let mut next = current.clone();
     if ctype.starts_with("application/json-patch+json") {
-        let p: json_patch::Patch = match serde_json::from_slice(body) {
-            Ok(p) => p,
-            Err(e) => {
-                return status(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    format!("invalid JSON patch: {e}"),
-                    Some(&name),
-                    t.kind.plural,
-                );
-            }
-        };
-        if let Err(e) = json_patch::patch(&mut next, &p) {
-            return status(
+        let p: json_patch::Patch = serde_json::from_slice(body).map_err(|e| {
+            status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("invalid JSON patch: {e}"),
+                Some(&name),
+                t.kind.plural,
+            )
+        })?;
+        json_patch::patch(&mut next, &p).map_err(|e| {
+            status(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Invalid",
                 format!("JSON patch: {e}"),
                 Some(&name),
                 t.kind.plural,
-            );
-        }
+            )
+        })?;
     } else {
         // merge-patch, strategic-merge (as merge: these kinds have no strategy) and apply (as merge)
-        let p = match parse_body(body, t) {
-            Ok(p) => p,
-            Err(r) => return r,
-        };
+        let p = parse_body(body, t)?;
         json_patch::merge(&mut next, &p);
     }
-    let event = if store.objects.contains_key(&k) {
-        "MODIFIED"
-    } else {
-        "ADDED"
-    };
-    if event == "MODIFIED" && next == current {
-        return ok_json(StatusCode::OK, &current);
+    Ok(Prepared {
+        key: k,
+        object: next,
+        event: if exists { "MODIFIED" } else { "ADDED" },
+        old: exists.then_some(current),
+    })
+}
+
+fn patch(shared: &Shared, t: &Target, headers: &HeaderMap, body: &Bytes, user: &str) -> Response {
+    // like the real server, a patch that lost a race with another writer during admission is
+    // re-applied to the new object
+    let mut last = None;
+    for _ in 0..5 {
+        match prepare_patch(shared, t, headers, body) {
+            Ok(p) => match finish(shared, t, p, user, StatusCode::OK) {
+                Ok(r) => return r,
+                Err(r) if r.status() == StatusCode::CONFLICT => last = Some(r),
+                Err(r) => return r,
+            },
+            Err(r) => return r,
+        }
     }
-    let stored = store.commit(t.kind, k, next, event, &shared.events);
-    ok_json(StatusCode::OK, &stored)
+    last.unwrap_or_else(|| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Runs the admission step of the kind (without holding the store's lock: it may read objects),
+/// then stores the result unless the object changed meanwhile (`Err` 409) or nothing changed.
+#[allow(clippy::result_large_err)]
+fn finish(
+    shared: &Shared,
+    t: &Target,
+    p: Prepared,
+    user: &str,
+    created: StatusCode,
+) -> Result<Response, Response> {
+    let Prepared {
+        key: k,
+        mut object,
+        event,
+        old,
+    } = p;
+    object["apiVersion"] = json!(t.kind.api_version());
+    object["kind"] = json!(t.kind.kind);
+    let hook = shared
+        .lock()
+        .hooks
+        .iter()
+        .find(|(kind, _)| std::ptr::eq(*kind, t.kind))
+        .map(|(_, h)| h.clone());
+    let mut warnings = Vec::new();
+    if let Some(hook) = hook {
+        let review = AdmissionReview {
+            operation: if old.is_some() { "UPDATE" } else { "CREATE" },
+            user: user.to_string(),
+            namespace: k.2.clone(),
+            name: k.3.clone(),
+            object: object.clone(),
+            old_object: old.clone(),
+        };
+        if let Some(result) = hook(&review) {
+            if result.denied {
+                return Err(status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    format!(
+                        "admission webhook denied the request: {}",
+                        result.message.unwrap_or_default()
+                    ),
+                    Some(&k.3),
+                    t.kind.plural,
+                ));
+            }
+            let before = object.clone();
+            if let Some(patch) = &result.patch
+                && let Err(e) = json_patch::patch(&mut object, patch)
+            {
+                return Err(status(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    format!("admission webhook returned a patch that does not apply: {e}"),
+                    Some(&k.3),
+                    t.kind.plural,
+                ));
+            }
+            warnings = result.warnings.clone();
+            shared.lock().admissions.push(AdmissionRecord {
+                operation: review.operation,
+                user: review.user,
+                namespace: review.namespace,
+                name: review.name,
+                warnings: result.warnings,
+                mutated: object != before,
+            });
+        }
+    }
+    let mut store = shared.lock();
+    let rv_of = |o: Option<&Value>| o.and_then(|o| o.pointer("/metadata/resourceVersion").cloned());
+    if rv_of(store.objects.get(&k)) != rv_of(old.as_ref()) {
+        return Err(match &old {
+            None => already_exists(t, &k.3),
+            Some(_) => conflict(t, &k.3),
+        });
+    }
+    if let Some(current) = &old {
+        let mut unchanged = object.clone();
+        unchanged["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+        if &unchanged == current {
+            return Ok(with_warnings(ok_json(StatusCode::OK, current), &warnings));
+        }
+    }
+    let stored = store.commit(t.kind, k, object, event, &shared.events);
+    let code = if event == "ADDED" {
+        created
+    } else {
+        StatusCode::OK
+    };
+    Ok(with_warnings(ok_json(code, &stored), &warnings))
+}
+
+/// Admission warnings as `Warning: 299 - "…"` headers, as the API server sends them.
+fn with_warnings(mut r: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let text: String = w
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() || c == ' ' {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .collect();
+        if let Ok(v) =
+            axum::http::HeaderValue::from_str(&format!("299 - \"{}\"", text.replace('"', "'")))
+        {
+            r.headers_mut().append(header::WARNING, v);
+        }
+    }
+    r
 }
 
 fn delete(shared: &Shared, t: &Target) -> Response {

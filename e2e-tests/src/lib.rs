@@ -8,8 +8,11 @@
 //! - [`paths`]: where fixtures and the built module are.
 
 pub mod capabilities;
+pub mod cluster_host;
+pub mod deploy;
 pub mod evaluation;
 pub mod fake_kube;
+pub mod objects;
 pub mod paths;
 pub mod servers;
 pub mod snapshot;

@@ -29,12 +29,7 @@ impl Cluster {
         let ec2 = Ec2::start().unwrap();
         let dir = paths::scratch_dir("refresher");
         let kubeconfig = kube.write_kubeconfig(&dir).unwrap();
-        kube.put(json!({
-            "apiVersion": "config.openshift.io/v1", "kind": "Infrastructure",
-            "metadata": {"name": "cluster"},
-            "status": {"platformStatus": {"type": "AWS", "aws": {"region": "eu-west-3",
-                "serviceEndpoints": [{"name": "ec2", "url": ec2.proxy_url}]}}}
-        }));
+        kube.put(e2e_tests::objects::infrastructure(&ec2.proxy_url));
         Cluster {
             kube,
             ec2,
@@ -44,10 +39,8 @@ impl Cluster {
     }
 
     fn secret(&self, name: &str, key_id: &str, secret: &str) {
-        self.kube.put(json!({
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS},
-            "data": {"aws_access_key_id": b64(key_id), "aws_secret_access_key": b64(secret)}
-        }));
+        self.kube
+            .put(e2e_tests::objects::aws_secret(NS, name, key_id, secret));
     }
 
     fn machineset(&self, name: &str, region: &str, instance_type: &str, secret: &str) {
@@ -132,14 +125,7 @@ fn b64(s: &str) -> String {
 }
 
 fn machineset(name: &str, region: &str, instance_type: &str, secret: &str) -> Value {
-    json!({
-        "apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineSet",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {"replicas": 0, "template": {"spec": {"providerSpec": {"value": {
-            "apiVersion": "machine.openshift.io/v1beta1", "kind": "AWSMachineProviderConfig",
-            "instanceType": instance_type, "credentialsSecret": {"name": secret},
-            "placement": {"region": region, "availabilityZone": format!("{region}a")}}}}}}
-    })
+    e2e_tests::objects::machineset(NS, name, region, instance_type, secret)
 }
 
 fn cap(t: &Table, name: &str) -> (u32, u64, u32, String) {
