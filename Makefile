@@ -6,7 +6,7 @@ WASM_DIR := $(TARGET_DIR)/$(WASM_TARGET)/policy
 CARGO ?= cargo
 KWCTL ?= kwctl
 
-.PHONY: image deploy-render all setup test-servers policy.wasm bench-policies test unit e2e lint fmt demo bench kwctl-bench snapshot e2e-kwctl clean
+.PHONY: kubectl image deploy-render all setup test-servers policy.wasm bench-policies test unit e2e lint fmt demo bench kwctl-bench snapshot e2e-kwctl clean
 
 all: policy.wasm
 
@@ -21,6 +21,14 @@ test-servers:
 	@python3 -c 'import moto, flask, sys; sys.exit(moto.__version__ != "$(MOTO_VERSION)")' 2>/dev/null || \
 	  python3 -m pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)'
 
+## kubectl: kubectl renders deploy/ offline for the manifest and whole-system tests; installed from
+## Debian (kubernetes-client) when missing and running as root
+kubectl:
+	@command -v kubectl >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client; \
+	  else echo "kubectl is needed (kubectl kustomize deploy/): install it, e.g. apt-get install kubernetes-client" >&2; exit 1; fi; }
+
 ## policy.wasm: the release policy module (profile `policy`: small and self-contained)
 policy.wasm: setup
 	$(CARGO) build --profile policy --target $(WASM_TARGET) -p capa-annotator-policy
@@ -33,7 +41,7 @@ bench-policies: setup
 
 ## test: every unit and end-to-end test: the compiled policy through the waPC harness, the refresher
 ## binary against the fake Kubernetes API and moto (python3 -m moto.server; pip install 'moto[server]==5.2.1')
-test: policy.wasm test-servers
+test: policy.wasm test-servers kubectl
 	$(CARGO) build -p capa-refresher
 	$(CARGO) test --workspace
 
@@ -83,7 +91,7 @@ image:
 	$(CONTAINER_ENGINE) build -t $(IMAGE) .
 
 ## deploy-render: render the kustomize base and the Prometheus example offline (kubectl kustomize)
-deploy-render:
+deploy-render: kubectl
 	kubectl kustomize deploy > /dev/null
 	kubectl kustomize examples/deploy-prometheus > /dev/null
 	@echo "deploy/ and examples/deploy-prometheus/ render"
