@@ -262,6 +262,18 @@ pub fn raw(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<String> {
+    request(base, method, path, content_type, headers, body).map(|(_, body)| body)
+}
+
+/// A plain HTTP/1.1 request to a loopback server; the header lines and the body of a 2xx answer.
+pub fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(Vec<String>, String)> {
     let hostport = base.trim_start_matches("http://").trim_end_matches('/');
     let mut s = TcpStream::connect(hostport).with_context(|| format!("connect {hostport}"))?;
     s.set_read_timeout(Some(Duration::from_secs(120)))?;
@@ -295,7 +307,7 @@ pub fn raw(
     if !(200..300).contains(&code) {
         bail!("{method} {base}{path}: HTTP {code}: {body}");
     }
-    Ok(body)
+    Ok((head.lines().skip(1).map(str::to_string).collect(), body))
 }
 
 fn dechunk(mut s: &str) -> String {

@@ -273,6 +273,42 @@ fn refresher_and_policy_annotate_machinesets_like_in_a_cluster() {
         expect("4", "16384", "0", "arm64")
     );
 
+    // the API server returns the policy's warnings with the response, as Warning headers
+    let (head, _) = servers::request(
+        &kube.url(),
+        "POST",
+        &format!("/apis/machine.openshift.io/v1beta1/namespaces/{NS}/machinesets"),
+        "application/json",
+        &[("Authorization", &format!("Bearer {ADMIN}"))],
+        objects::machineset(NS, "future", "eu-west-3", "zz9.huge", "aws-creds")
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    assert!(
+        head.iter()
+            .any(|h| h.to_ascii_lowercase().starts_with("warning: 299 - ")
+                && h.contains("unknown instance type")
+                && h.contains("zz9.huge")),
+        "{head:#?}"
+    );
+    // outside the policy's namespaceSelector nothing is admitted
+    let other: Value = serde_json::from_str(
+        &servers::raw(
+            &kube.url(),
+            "POST",
+            "/apis/machine.openshift.io/v1beta1/namespaces/elsewhere/machinesets",
+            "application/json",
+            &[("Authorization", &format!("Bearer {ADMIN}"))],
+            objects::machineset("elsewhere", "x", "eu-west-3", "m5.large", "aws-creds")
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(other["metadata"].get("annotations"), None, "{other}");
+
     // the leader-election Lease was renewed at least once (its update verb is exercised)
     let renewed = wait_for(Duration::from_secs(30), || {
         kube.requests()
