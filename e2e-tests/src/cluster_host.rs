@@ -1,24 +1,40 @@
 //! A policy host whose `kubernetes/get_resource` answers from the fake API server's own objects,
 //! as the Kubewarden policy server answers from the cluster: the policy reads what the refresher
-//! really wrote.
+//! really wrote. Like the policy server, it can keep successful answers for a few seconds
+//! (Kubewarden caches `get_resource` results for 5 s unless the policy sets `disable_cache`).
 
 use crate::capabilities::{CallbackRequest, HostCapabilities};
 use crate::fake_kube::KubeReader;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Answers `get_resource` from a [`KubeReader`] and records every call.
 pub struct ClusterHost {
     reader: KubeReader,
     calls: Mutex<Vec<CallbackRequest>>,
+    cache_ttl: Option<Duration>,
+    cache: Mutex<HashMap<String, (Instant, Vec<u8>)>>,
 }
 
 impl ClusterHost {
+    /// No cache: every call reads the current objects.
     pub fn new(reader: KubeReader) -> Self {
         ClusterHost {
             reader,
             calls: Mutex::new(Vec::new()),
+            cache_ttl: None,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Keeps successful answers for `ttl`, keyed by the whole request, as the policy server does.
+    pub fn with_cache(reader: KubeReader, ttl: Duration) -> Self {
+        ClusterHost {
+            cache_ttl: Some(ttl),
+            ..ClusterHost::new(reader)
         }
     }
 
@@ -68,6 +84,28 @@ impl HostCapabilities for ClusterHost {
         if let Ok(mut calls) = self.calls.lock() {
             calls.push(req.clone());
         }
+        let CallbackRequest::KubernetesGetResource { disable_cache, .. } = &req;
+        let key = format!("{req:?}");
+        let ttl = self.cache_ttl.filter(|_| !*disable_cache);
+        if let Some(ttl) = ttl
+            && let Ok(cache) = self.cache.lock()
+            && let Some((at, answer)) = cache.get(&key)
+            && at.elapsed() < ttl
+        {
+            return Ok(answer.clone());
+        }
+        let answer = self.answer(req)?;
+        if ttl.is_some()
+            && let Ok(mut cache) = self.cache.lock()
+        {
+            cache.insert(key, (Instant::now(), answer.clone()));
+        }
+        Ok(answer)
+    }
+}
+
+impl ClusterHost {
+    fn answer(&self, req: CallbackRequest) -> Result<Vec<u8>, String> {
         let CallbackRequest::KubernetesGetResource {
             api_version,
             kind,

@@ -31,14 +31,20 @@ fn strings(v: &Value) -> Vec<String> {
 }
 
 impl Manifests {
-    /// `kubectl kustomize <dir>` (relative to the workspace).
+    /// `kubectl kustomize <dir>` (relative to the workspace); `$KUBECTL` names the kubectl
+    /// (`make test` sets it), else `kubectl` on the PATH.
     pub fn render(dir: &str) -> Result<Self> {
         let path = paths::workspace().join(dir);
-        let out = Command::new("kubectl")
+        let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+        let out = Command::new(&kubectl)
             .arg("kustomize")
             .arg(&path)
             .output()
-            .context("cannot run kubectl (it renders deploy/ offline: kubectl kustomize)")?;
+            .with_context(|| {
+                format!(
+                    "cannot run {kubectl} (it renders deploy/ offline; `make kubectl` installs one)"
+                )
+            })?;
         if !out.status.success() {
             bail!(
                 "kubectl kustomize {} failed: {}",
@@ -194,17 +200,21 @@ pub fn admission_hook(
 ) -> Result<AdmissionHook> {
     let spec = &cap["spec"];
     anyhow::ensure!(spec["mutating"] == true, "the policy must be mutating");
+    // Kubewarden's defaults: mode protect, failurePolicy Fail
+    let monitor = spec["mode"] == "monitor";
+    let fail_closed = spec["failurePolicy"].as_str().unwrap_or("Fail") == "Fail";
     let rules = spec["rules"].as_array().context("spec.rules")?.clone();
     let settings = spec["settings"].clone();
     let namespaces = namespace_selector_names(&spec["namespaceSelector"])?;
     let hook = move |review: &AdmissionReview| -> Option<AdmissionResult> {
-        let group = review.object["apiVersion"]
+        let (group, version) = review.object["apiVersion"]
             .as_str()
             .and_then(|a| a.rsplit_once('/'))
-            .map_or("", |(g, _)| g);
+            .unwrap_or(("", ""));
         let matched = rules.iter().any(|r| {
             has(&strings(&r["operations"]), review.operation)
                 && has(&strings(&r["apiGroups"]), group)
+                && has(&strings(&r["apiVersions"]), version)
                 && has(&strings(&r["resources"]), "machinesets")
         });
         let ns_ok = namespaces.as_ref().is_none_or(|names| {
@@ -231,11 +241,18 @@ pub fn admission_hook(
         });
         let caps: Arc<dyn HostCapabilities> = host.clone();
         match evaluate(&policy, &settings, &request, caps) {
+            // monitor mode: evaluated and logged, never enforced nor mutating
+            Ok(_) if monitor => Some(AdmissionResult::default()),
             Ok(ev) => Some(AdmissionResult {
                 denied: !ev.response.accepted,
                 message: ev.response.message.clone(),
                 warnings: ev.warnings().to_vec(),
                 patch: ev.patch,
+            }),
+            Err(e) if fail_closed => Some(AdmissionResult {
+                denied: true,
+                message: Some(format!("policy evaluation failed: {e:#}")),
+                ..Default::default()
             }),
             // failurePolicy: Ignore — the write goes through unchanged
             Err(e) => {

@@ -151,6 +151,18 @@ impl Ec2 {
         http(&self.proxy_url, "POST", "/_proxy/faults", Some(&fault)).map(|_| ())
     }
 
+    /// From now on DescribeInstanceTypes in `region` also lists `copy_of` under the name `new_type`.
+    pub fn regional_type(&self, region: &str, copy_of: &str, new_type: &str) -> Result<()> {
+        let spec = serde_json::json!({"region": region, "copy_of": copy_of, "as": new_type});
+        http(
+            &self.proxy_url,
+            "POST",
+            "/_proxy/regional-types",
+            Some(&spec),
+        )
+        .map(|_| ())
+    }
+
     pub fn reset_calls(&self) -> Result<()> {
         http(&self.proxy_url, "DELETE", "/_proxy/calls", None).map(|_| ())
     }

@@ -50,6 +50,11 @@ impl Cluster {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(paths::refresher_bin());
+        // no policy runs in these tests (unless one installs an admission step): a re-admission
+        // never changes the annotations, so no second try unless the test asks for one
+        if !args.contains(&"--readmit-retry-after") {
+            c.args(["--readmit-retry-after", "0s"]);
+        }
         c.args(args)
             .args(["--metrics-bind-address", "0", "--health-addr", "0"])
             .env("KUBECONFIG", &self.kubeconfig)
@@ -412,6 +417,79 @@ fn dry_run_prints_the_table_and_writes_nothing() {
     assert_eq!(c.requests("patch", "machinesets"), 0);
 }
 
+/// The policy server caches ConfigMap reads for 5 s, so the policy may answer a re-admission from
+/// the table as it was before the refresher's write: the refresher sees the MachineSet still does
+/// not match and re-admits it once more after `--readmit-retry-after`.
+#[test]
+fn readmission_is_retried_when_the_policy_answered_from_an_older_table() {
+    use e2e_tests::fake_kube::AdmissionResult;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let c = Cluster::new();
+    c.secret("aws-creds", "AKIAE2E", "s");
+    c.machineset("w1", "eu-west-3", "m5.large", "aws-creds");
+    let admissions = Arc::new(AtomicUsize::new(0));
+    let seen = admissions.clone();
+    c.kube.set_admission(
+        "machine.openshift.io/v1beta1",
+        "MachineSet",
+        Arc::new(move |review| {
+            // first: a policy reading a cached, older table (no annotations, a warning);
+            // then: the table the refresher wrote
+            if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Some(AdmissionResult {
+                    warnings: vec!["unknown instance type (stale table)".into()],
+                    ..Default::default()
+                });
+            }
+            let mut annotated = review.object.clone();
+            for (k, v) in [
+                ("machine.openshift.io/vCPU", "2"),
+                ("machine.openshift.io/memoryMb", "8192"),
+                ("machine.openshift.io/GPU", "0"),
+                (
+                    "capacity.cluster-autoscaler.kubernetes.io/labels",
+                    "kubernetes.io/arch=amd64",
+                ),
+            ] {
+                annotated["metadata"]["annotations"][k] = json!(v);
+            }
+            Some(AdmissionResult {
+                patch: Some(json_patch::diff(&review.object, &annotated)),
+                ..Default::default()
+            })
+        }),
+    );
+    let out = c.once(&["--readmit-retry-after", "1s"]);
+    assert!(out.status.success());
+    assert_eq!(admissions.load(Ordering::SeqCst), 2, "re-admitted twice");
+    let ms = c
+        .kube
+        .get("machine.openshift.io/v1beta1", "MachineSet", Some(NS), "w1")
+        .unwrap();
+    assert_eq!(
+        ms["metadata"]["annotations"]["machine.openshift.io/vCPU"],
+        "2"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("re-admitting them again"));
+
+    // with the second try turned off, one admission and a warning in the log
+    let c = Cluster::new();
+    c.secret("aws-creds", "AKIAE2E", "s");
+    c.machineset("w1", "eu-west-3", "m5.large", "aws-creds");
+    c.kube.set_admission(
+        "machine.openshift.io/v1beta1",
+        "MachineSet",
+        Arc::new(|_| Some(AdmissionResult::default())),
+    );
+    let out = c.once(&[]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is the capa-annotator policy active"),
+        "the log names the likely cause"
+    );
+}
+
 /// `--once --dry-run --output snapshot` with a cluster's MachineSets and Secrets prints the same
 /// built-in table file as the cluster-less pipeline (`make snapshot`) for the same region.
 #[test]
@@ -630,6 +708,9 @@ fn service_serves_metrics_and_health_elects_a_leader_and_stops_on_sigterm() {
             "--leader-elect",
             "--log-format",
             "json",
+            // no policy here: the re-admission cannot change anything, no second try
+            "--readmit-retry-after",
+            "0s",
         ])
         .env("KUBECONFIG", &c.kubeconfig)
         .env("HOME", &c.dir)

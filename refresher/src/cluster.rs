@@ -133,21 +133,22 @@ pub async fn ca_bundle(client: &Client) -> Result<Option<Vec<u8>>, kube::Error> 
     }
 }
 
-/// A merge patch on a MachineSet.
+/// A merge patch on a MachineSet; the object as stored, after admission.
 pub async fn patch_machineset(
     client: &Client,
     at: &ObjectRef,
     patch: &Value,
-) -> Result<(), kube::Error> {
+) -> Result<Value, kube::Error> {
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), &at.namespace, &machineset_resource());
-    api.patch(
-        &at.name,
-        &PatchParams::apply(COMPONENT),
-        &Patch::Merge(patch),
-    )
-    .await
-    .map(|_| ())
+    let stored = api
+        .patch(
+            &at.name,
+            &PatchParams::apply(COMPONENT),
+            &Patch::Merge(patch),
+        )
+        .await?;
+    Ok(serde_json::to_value(stored).unwrap_or(Value::Null))
 }
 
 /// A core/v1 Event on a MachineSet (`type_`: `Warning` or `Normal`). Failures are logged, not

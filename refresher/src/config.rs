@@ -53,6 +53,11 @@ pub struct Config {
     #[arg(long, env = "CAPA_HEALTH_ADDR", default_value = ":9440", value_parser = parse_addr)]
     pub health_addr: BindAddr,
 
+    /// A re-admitted MachineSet that still does not match the table is re-admitted once more
+    /// after this long (the policy server caches ConfigMap reads for 5 s); "0s": never.
+    #[arg(long, env = "CAPA_READMIT_RETRY_AFTER", default_value = "6s", value_parser = parse_duration_or_zero)]
+    pub readmit_retry_after: Duration,
+
     /// Take part in leader election (a coordination.k8s.io Lease) before refreshing.
     #[arg(long, env = "CAPA_LEADER_ELECT")]
     pub leader_elect: bool,
@@ -136,6 +141,10 @@ fn parse_date(s: &str) -> Result<String, String> {
     }
 }
 
+fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 6s or 0s: {e}"))
+}
+
 /// A listen address; `None` = disabled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BindAddr(pub Option<SocketAddr>);
@@ -175,6 +184,9 @@ mod tests {
         assert_eq!(c.lease_namespace(), "openshift-machine-api");
         assert!(!c.once && !c.dry_run && !c.leader_elect);
         assert_eq!(c.output, Output::Configmap);
+        assert_eq!(c.readmit_retry_after, Duration::from_secs(6));
+        let c = Config::try_parse_from(["capa-refresher", "--readmit-retry-after", "0s"]).unwrap();
+        assert!(c.readmit_retry_after.is_zero());
         assert!(c.regions.is_empty() && c.snapshot_source.is_none() && c.snapshot_date.is_none());
         assert_eq!(c.log_format, LogFormat::Text);
     }

@@ -64,6 +64,7 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
         },
         dry_run: cfg.dry_run,
         stale_after: cfg.refresh_interval / 2,
+        readmit_retry_after: Some(cfg.readmit_retry_after).filter(|d| !d.is_zero()),
     };
     let refresher = Arc::new(refresh::Refresher::new(
         client.clone(),

@@ -61,6 +61,9 @@ pub struct Options {
     pub dry_run: bool,
     /// `last-refresh` is re-recorded when older than this even if nothing changed.
     pub stale_after: Duration,
+    /// A re-admitted MachineSet that still does not match the table is re-admitted once more after
+    /// this long (the policy server caches ConfigMap reads for 5 s); `None`: no second try.
+    pub readmit_retry_after: Option<Duration>,
 }
 
 /// Adds what a region's scan listed to `table`; items that cannot become entries are logged and
@@ -408,7 +411,9 @@ impl Refresher {
 
     /// Patches MachineSets whose annotations differ from the table so the policy sees them again
     /// (those of the regions just scanned, and every one when the table's data changed); warns on
-    /// those of a region just scanned whose type EC2 does not list.
+    /// those of a region just scanned whose type EC2 does not list. A MachineSet the policy
+    /// answered from an older table (the policy server caches ConfigMap reads for 5 s) is
+    /// re-admitted once more after `readmit_retry_after`.
     async fn readmit(
         &self,
         machinesets: &[Value],
@@ -423,6 +428,7 @@ impl Refresher {
             .filter(|(r, _)| scanned.contains(*r))
             .flat_map(|(_, rp)| rp.machinesets())
             .collect();
+        let mut again = Vec::new();
         for ms in machinesets {
             let at = ObjectRef::of(ms);
             let was_scanned = in_scanned.contains(&at);
@@ -432,15 +438,10 @@ impl Refresher {
             match readmit::decide(ms, table) {
                 Decision::Ignore | Decision::UpToDate => {}
                 Decision::Readmit(patch) => {
-                    match cluster::patch_machineset(&self.client, &at, &patch).await {
-                        Ok(()) => {
-                            report.readmitted += 1;
-                            self.metrics.readmitted();
-                            tracing::info!(machineset = %at, "re-admitted so the policy annotates it");
-                        }
-                        Err(e) => {
-                            tracing::warn!(machineset = %at, error = %e, "cannot patch MachineSet for re-admission")
-                        }
+                    if let Some(stored) = self.readmit_one(&at, &patch, report).await
+                        && let Decision::Readmit(patch) = readmit::decide(&stored, table)
+                    {
+                        again.push((at, patch));
                     }
                 }
                 Decision::Unknown(_) if !was_scanned => {}
@@ -448,6 +449,46 @@ impl Refresher {
                     report.unknown += 1;
                     self.warn(&at, &format!("capa-refresher: unknown instance type {instance_type}: EC2 does not list it; fix providerSpec.value.instanceType or add it to the policy's overrides setting")).await;
                 }
+            }
+        }
+        let Some(wait) = self.opts.readmit_retry_after.filter(|_| !again.is_empty()) else {
+            for (at, _) in &again {
+                tracing::warn!(machineset = %at, "re-admitted, but its annotations still do not match the table: is the capa-annotator policy active for it?");
+            }
+            return;
+        };
+        tracing::info!(
+            machinesets = again.len(),
+            wait_s = wait.as_secs_f64(),
+            "re-admitted MachineSets do not match the table yet (the policy server caches ConfigMap reads for a few seconds); re-admitting them again"
+        );
+        tokio::time::sleep(wait).await;
+        for (at, patch) in again {
+            if let Some(stored) = self.readmit_one(&at, &patch, report).await
+                && !matches!(readmit::decide(&stored, table), Decision::UpToDate)
+            {
+                tracing::warn!(machineset = %at, "re-admitted twice, but its annotations still do not match the table: is the capa-annotator policy active for it, and may the policy server read the ConfigMap?");
+            }
+        }
+    }
+
+    /// One re-admission patch; the MachineSet as stored after admission.
+    async fn readmit_one(
+        &self,
+        at: &ObjectRef,
+        patch: &Value,
+        report: &mut Report,
+    ) -> Option<Value> {
+        match cluster::patch_machineset(&self.client, at, patch).await {
+            Ok(stored) => {
+                report.readmitted += 1;
+                self.metrics.readmitted();
+                tracing::info!(machineset = %at, "re-admitted so the policy annotates it");
+                Some(stored)
+            }
+            Err(e) => {
+                tracing::warn!(machineset = %at, error = %e, "cannot patch MachineSet for re-admission");
+                None
             }
         }
     }
