@@ -2,7 +2,8 @@
 //! measured in one run:
 //! - EC2 calls per refresh for N MachineSets over R regions (must be R × pages, whatever N);
 //! - wall time of a full `capa-refresher --once` refresh as a ratio to the bare paginated fetch of
-//!   the same data with the SDK (target ≤ 1.2×), interleaved;
+//!   the same data with the SDK (target ≤ 1.2×), interleaved; the fake API server runs the real
+//!   policy.wasm as its admission step, so the re-admissions are answered as in a cluster;
 //! - peak RSS of the refresher during a refresh (target ≤ 40 MB);
 //! - size of the stripped release binary.
 //!
@@ -10,12 +11,14 @@
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
+use e2e_tests::cluster_host::ClusterHost;
 use e2e_tests::fake_kube::FakeKube;
-use e2e_tests::paths;
 use e2e_tests::servers::Ec2;
-use serde_json::json;
+use e2e_tests::{Policy, deploy, paths};
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const NS: &str = "openshift-machine-api";
@@ -49,24 +52,43 @@ fn b64(s: &str) -> String {
     e2e_tests::servers::base64(s)
 }
 
-/// A cluster with `n` MachineSets spread over `regions`, each region using 2 Secrets.
-fn cluster(ec2: &Ec2, n: usize, regions: &[&str]) -> Result<FakeKube> {
+/// A cluster with `n` MachineSets spread over `regions`, each region using 2 Secrets, and the
+/// policy as its mutating admission step.
+fn cluster(ec2: &Ec2, policy: &Arc<Policy>, n: usize, regions: &[&str]) -> Result<FakeKube> {
     let kube = FakeKube::start()?;
+    let cap = json!({"spec": {"mutating": true, "failurePolicy": "Ignore", "settings": {},
+        "rules": [{"apiGroups": ["machine.openshift.io"], "apiVersions": ["v1beta1"],
+                   "resources": ["machinesets"], "operations": ["CREATE", "UPDATE"]}]}});
+    let host = Arc::new(ClusterHost::new(kube.reader()));
+    kube.set_admission(
+        "machine.openshift.io/v1beta1",
+        "MachineSet",
+        deploy::admission_hook(&cap, policy.clone(), host)?,
+    );
     kube.put(json!({"apiVersion": "config.openshift.io/v1", "kind": "Infrastructure", "metadata": {"name": "cluster"},
         "status": {"platformStatus": {"aws": {"serviceEndpoints": [{"name": "ec2", "url": ec2.proxy_url}]}}}}));
     for s in ["creds-a", "creds-b"] {
         kube.put(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": s, "namespace": NS},
             "data": {"aws_access_key_id": b64("AKIABENCH"), "aws_secret_access_key": b64("bench")}}));
     }
-    for i in 0..n {
-        let region = regions[i % regions.len()];
-        kube.put(json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineSet",
-            "metadata": {"name": format!("ms-{i}"), "namespace": NS},
-            "spec": {"template": {"spec": {"providerSpec": {"value": {"kind": "AWSMachineProviderConfig",
-                "instanceType": "m5.large", "placement": {"region": region},
-                "credentialsSecret": {"name": if i % 2 == 0 { "creds-a" } else { "creds-b" }}}}}}}}));
+    for ms in machinesets(n, regions) {
+        kube.put(ms);
     }
     Ok(kube)
+}
+
+/// `n` MachineSets without capacity annotations (put directly: they need re-admission).
+fn machinesets(n: usize, regions: &[&str]) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let region = regions[i % regions.len()];
+            json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineSet",
+                "metadata": {"name": format!("ms-{i}"), "namespace": NS},
+                "spec": {"template": {"spec": {"providerSpec": {"value": {"kind": "AWSMachineProviderConfig",
+                    "instanceType": "m5.large", "placement": {"region": region},
+                    "credentialsSecret": {"name": if i % 2 == 0 { "creds-a" } else { "creds-b" }}}}}}}})
+        })
+        .collect()
 }
 
 /// Runs `--once`; returns (wall time, peak RSS in KiB from /proc VmHWM).
@@ -141,6 +163,12 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     let ec2 = Ec2::start()?;
+    let policy = Arc::new(Policy::load(&paths::policy_wasm()).with_context(|| {
+        format!(
+            "the policy module {} (make policy.wasm)",
+            paths::policy_wasm().display()
+        )
+    })?);
     let home = paths::scratch_dir("bench");
     println!(
         "capa-refresher benchmark: moto {} behind the paging proxy, fake Kubernetes API, release binary {}",
@@ -160,7 +188,7 @@ fn main() -> Result<()> {
         (20, vec!["eu-west-3"]),
         (60, vec!["eu-west-3", "us-east-1", "us-west-2"]),
     ] {
-        let kube = cluster(&ec2, n, &regions)?;
+        let kube = cluster(&ec2, &policy, n, &regions)?;
         let kubeconfig = kube.write_kubeconfig(&home)?;
         ec2.reset_calls()?;
         run_once(&a.refresher, &kubeconfig, &home)?;
@@ -180,14 +208,29 @@ fn main() -> Result<()> {
     }
 
     // 2. wall time and RSS, interleaved with the bare SDK fetch
-    let kube = cluster(&ec2, 10, &["eu-west-3"])?;
+    let kube = cluster(&ec2, &policy, 10, &["eu-west-3"])?;
     let kubeconfig = kube.write_kubeconfig(&home)?;
     let (mut full, mut bare, mut rss) = (Vec::new(), Vec::new(), Vec::new());
     let mut fetched = 0;
     for _ in 0..a.rounds {
-        // a fresh table each round: every refresh writes the whole ConfigMap
+        // a fresh table and unannotated MachineSets each round: every refresh writes the whole
+        // ConfigMap and re-admits all 10 through the policy
         kube.put(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "machineset-instance-types", "namespace": NS}, "data": {}}));
+        for ms in machinesets(10, &["eu-west-3"]) {
+            kube.put(ms);
+        }
         let (t, peak) = run_once(&a.refresher, &kubeconfig, &home)?;
+        let annotated = kube
+            .list("machine.openshift.io/v1beta1", "MachineSet")
+            .iter()
+            .filter(|m| m["metadata"]["annotations"]["machine.openshift.io/vCPU"] == "2")
+            .count();
+        if annotated != 10 {
+            bail!(
+                "the refresh left {} of 10 MachineSets unannotated",
+                10 - annotated
+            );
+        }
         full.push(t.as_secs_f64());
         rss.push(peak as f64);
         let (t, n) = rt.block_on(bare_fetch(&ec2.proxy_url))?;
