@@ -417,6 +417,33 @@ fn dry_run_prints_the_table_and_writes_nothing() {
     assert_eq!(c.requests("patch", "machinesets"), 0);
 }
 
+/// A Lease left by another holder is taken over once its record has stayed unchanged for the lease
+/// duration on the refresher's own clock — even when its renewTime lies in the future (a node with
+/// a clock ahead), which a wall-clock comparison would wait for forever.
+#[test]
+fn a_lease_left_by_another_holder_is_taken_over_whatever_its_clock() {
+    let c = Cluster::new();
+    c.kube.put(json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "capa-refresher", "namespace": NS},
+        "spec": {"holderIdentity": "other", "leaseDurationSeconds": 2,
+                 "renewTime": "2099-01-01T00:00:00.000000Z"}
+    }));
+    let _refresher = c.spawn(&["--leader-elect", "--leader-elect-lease-duration", "2s"]);
+    let holder = wait_for(Duration::from_secs(30), || {
+        let lease = c.kube.get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            Some(NS),
+            "capa-refresher",
+        )?;
+        let h = lease["spec"]["holderIdentity"].as_str()?.to_string();
+        (h != "other").then_some(lease)
+    })
+    .expect("the abandoned lease was taken over");
+    assert_eq!(holder["spec"]["leaseTransitions"], 1);
+}
+
 /// The policy server caches ConfigMap reads for 5 s, so the policy may answer a re-admission from
 /// the table as it was before the refresher's write: the refresher sees the MachineSet still does
 /// not match and re-admits it once more after `--readmit-retry-after`.

@@ -1,11 +1,16 @@
 //! Leader election on a coordination.k8s.io/v1 Lease: only the holder refreshes.
+//!
+//! Like client-go, another holder's lease is judged expired on this process's own monotonic clock
+//! (how long its record has stayed unchanged since we first saw it), never by comparing its
+//! `renewTime` with our wall clock: nodes with skewed clocks cannot both lead.
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::{Api, Client};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 pub const LEASE_NAME: &str = "capa-refresher";
@@ -14,6 +19,27 @@ pub struct LeaderElector {
     api: Api<Lease>,
     identity: String,
     duration: Duration,
+    observed: Mutex<Option<Observation>>,
+}
+
+/// The last lease record seen (holder and renew time) and when, on the local monotonic clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Observation {
+    record: String,
+    since: Instant,
+}
+
+impl Observation {
+    /// Records `record` seen at `now`; returns how long the record has stayed unchanged.
+    fn see(slot: &mut Option<Observation>, record: String, now: Instant) -> Duration {
+        match slot {
+            Some(o) if o.record == record => now.saturating_duration_since(o.since),
+            _ => {
+                *slot = Some(Observation { record, since: now });
+                Duration::ZERO
+            }
+        }
+    }
 }
 
 impl LeaderElector {
@@ -22,6 +48,7 @@ impl LeaderElector {
             api: Api::namespaced(client.clone(), namespace),
             identity,
             duration,
+            observed: Mutex::new(None),
         }
     }
 
@@ -62,9 +89,15 @@ impl LeaderElector {
         let spec = lease.spec.get_or_insert_with(Default::default);
         let mine = spec.holder_identity.as_deref() == Some(self.identity.as_str());
         let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
-            (Some(MicroTime(t)), Some(d)) => {
-                now.duration_since(*t) > SignedDuration::from_secs(d.into())
+            (Some(MicroTime(t)), Some(d)) if !mine => {
+                let record = format!("{:?}|{t}", spec.holder_identity);
+                let unchanged_for = match self.observed.lock() {
+                    Ok(mut slot) => Observation::see(&mut slot, record, Instant::now()),
+                    Err(_) => Duration::ZERO,
+                };
+                unchanged_for > Duration::from_secs(u64::try_from(d).unwrap_or(0))
             }
+            (Some(_), Some(_)) => false,
             _ => true,
         };
         if !mine && !expired {
@@ -146,5 +179,35 @@ impl LeaderElector {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_holder_expires_only_after_its_record_stays_unchanged_for_the_duration() {
+        let t0 = Instant::now();
+        let mut slot = None;
+        // first sight: not expired whatever its renewTime says
+        assert_eq!(
+            Observation::see(&mut slot, "a|1".into(), t0),
+            Duration::ZERO
+        );
+        let later = t0 + Duration::from_secs(20);
+        assert_eq!(
+            Observation::see(&mut slot, "a|1".into(), later),
+            Duration::from_secs(20)
+        );
+        // a renewal (new record) restarts the count
+        assert_eq!(
+            Observation::see(&mut slot, "a|2".into(), later),
+            Duration::ZERO
+        );
+        assert_eq!(
+            Observation::see(&mut slot, "a|2".into(), later + Duration::from_secs(31)),
+            Duration::from_secs(31)
+        );
     }
 }
