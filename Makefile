@@ -88,7 +88,8 @@ kwctl-bench: policy.wasm
 ## snapshot: regenerate the built-in table (policy/data/builtin-instance-types.txt) from the pinned
 ## moto through the refresher (--dry-run --region us-east-1 --output snapshot); a test checks it
 snapshot: test-servers
-	$(CARGO) build -q -p capa-refresher -p e2e-tests --bin snapshot
+	$(CARGO) build -q -p capa-refresher
+	$(CARGO) build -q -p e2e-tests --bin snapshot
 	$(TARGET_DIR)/debug/snapshot
 
 IMAGE ?= capa-refresher:dev

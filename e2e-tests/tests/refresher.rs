@@ -511,6 +511,7 @@ fn readmission_is_retried_when_the_policy_answered_from_an_older_table() {
     );
     let out = c.once(&[]);
     assert!(out.status.success());
+    assert_eq!(c.kube.admissions().len(), 1, "no second try");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("is the capa-annotator policy active"),
         "the log names the likely cause"

@@ -95,7 +95,7 @@ impl LeaderElector {
                     Ok(mut slot) => Observation::see(&mut slot, record, Instant::now()),
                     Err(_) => Duration::ZERO,
                 };
-                unchanged_for > Duration::from_secs(u64::try_from(d).unwrap_or(0))
+                lease_expired(unchanged_for, d)
             }
             (Some(_), Some(_)) => false,
             _ => true,
@@ -182,9 +182,22 @@ impl LeaderElector {
     }
 }
 
+/// Another holder's lease is expired once its record stayed unchanged for longer than its duration.
+fn lease_expired(unchanged_for: Duration, lease_duration_seconds: i32) -> bool {
+    unchanged_for > Duration::from_secs(u64::try_from(lease_duration_seconds).unwrap_or(0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expiry_boundary() {
+        assert!(!lease_expired(Duration::from_secs(30), 30));
+        assert!(lease_expired(Duration::from_millis(30_001), 30));
+        assert!(lease_expired(Duration::from_millis(1), 0));
+        assert!(lease_expired(Duration::from_millis(1), -5));
+    }
 
     #[test]
     fn another_holder_expires_only_after_its_record_stays_unchanged_for_the_duration() {

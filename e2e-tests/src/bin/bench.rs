@@ -65,7 +65,7 @@ fn whole_configmap() -> Result<(Vec<u8>, usize)> {
     }
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "machineset-instance-types", "namespace": "openshift-machine-api",
-                     "annotations": {"capa-annotator.io/format-version": "1"}},
+                     "annotations": {(capa_core::table::ANNOTATION_FORMAT_VERSION): capa_core::table::FORMAT_VERSION}},
         "data": data});
     Ok((serde_json::to_vec(&cm)?, table.len()))
 }

@@ -14,7 +14,7 @@ use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use e2e_tests::cluster_host::ClusterHost;
 use e2e_tests::fake_kube::FakeKube;
 use e2e_tests::servers::Ec2;
-use e2e_tests::{Policy, deploy, paths};
+use e2e_tests::{Policy, deploy, objects, paths};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -48,10 +48,6 @@ fn args() -> Result<Args> {
     Ok(a)
 }
 
-fn b64(s: &str) -> String {
-    e2e_tests::servers::base64(s)
-}
-
 /// A cluster with `n` MachineSets spread over `regions`, each region using 2 Secrets, and the
 /// policy as its mutating admission step.
 fn cluster(ec2: &Ec2, policy: &Arc<Policy>, n: usize, regions: &[&str]) -> Result<FakeKube> {
@@ -65,11 +61,9 @@ fn cluster(ec2: &Ec2, policy: &Arc<Policy>, n: usize, regions: &[&str]) -> Resul
         "MachineSet",
         deploy::admission_hook(&cap, policy.clone(), host)?,
     );
-    kube.put(json!({"apiVersion": "config.openshift.io/v1", "kind": "Infrastructure", "metadata": {"name": "cluster"},
-        "status": {"platformStatus": {"aws": {"serviceEndpoints": [{"name": "ec2", "url": ec2.proxy_url}]}}}}));
+    kube.put(objects::infrastructure(&ec2.proxy_url));
     for s in ["creds-a", "creds-b"] {
-        kube.put(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": s, "namespace": NS},
-            "data": {"aws_access_key_id": b64("AKIABENCH"), "aws_secret_access_key": b64("bench")}}));
+        kube.put(objects::aws_secret(NS, s, "AKIABENCH", "bench"));
     }
     for ms in machinesets(n, regions) {
         kube.put(ms);
@@ -81,12 +75,14 @@ fn cluster(ec2: &Ec2, policy: &Arc<Policy>, n: usize, regions: &[&str]) -> Resul
 fn machinesets(n: usize, regions: &[&str]) -> Vec<Value> {
     (0..n)
         .map(|i| {
-            let region = regions[i % regions.len()];
-            json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineSet",
-                "metadata": {"name": format!("ms-{i}"), "namespace": NS},
-                "spec": {"template": {"spec": {"providerSpec": {"value": {"kind": "AWSMachineProviderConfig",
-                    "instanceType": "m5.large", "placement": {"region": region},
-                    "credentialsSecret": {"name": if i % 2 == 0 { "creds-a" } else { "creds-b" }}}}}}}})
+            let secret = if i % 2 == 0 { "creds-a" } else { "creds-b" };
+            objects::machineset(
+                NS,
+                &format!("ms-{i}"),
+                regions[i % regions.len()],
+                "m5.large",
+                secret,
+            )
         })
         .collect()
 }
