@@ -34,16 +34,15 @@ fn main() {
         let vcpu =
             u16::try_from(c.vcpu).unwrap_or_else(|_| panic!("{name}: vcpu does not fit u16"));
         let gpu = u16::try_from(c.gpu).unwrap_or_else(|_| panic!("{name}: gpu does not fit u16"));
-        let vendor = match c.gpu_vendor {
-            None => 0,
-            Some(capa_core::GpuVendor::Nvidia) => 1,
-            Some(capa_core::GpuVendor::Amd) => 2,
-            Some(capa_core::GpuVendor::Habana) => 3,
-        };
-        let arm = matches!(c.arch, capa_core::Arch::Arm64);
+        // the generated code names capa_core's own variants (their Debug names): nothing to
+        // decode at run time, no second mapping to keep in step
+        let vendor = c
+            .gpu_vendor
+            .map_or_else(|| "None".to_string(), |v| format!("Some(GpuVendor::{v:?})"));
+        let arch = format!("Arch::{:?}", c.arch);
         writeln!(
             out,
-            "    ({name:?}, Packed {{ memory_mib: {memory}, vcpu: {vcpu}, gpu: {gpu}, arm64: {arm}, vendor: {vendor} }}),"
+            "    ({name:?}, Packed {{ memory_mib: {memory}, vcpu: {vcpu}, gpu: {gpu}, arch: {arch}, gpu_vendor: {vendor} }}),"
         )
         .ok();
     }

@@ -35,6 +35,15 @@ pub struct Kind {
 }
 
 impl Kind {
+    /// `configmaps`, `machinesets.machine.openshift.io`: how the API server names it in messages.
+    pub fn qualified_plural(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
             self.version.to_string()
@@ -632,11 +641,7 @@ fn key(t: &Target, name: &str) -> Key {
 }
 
 fn not_found(t: &Target, name: &str) -> Response {
-    let what = if t.kind.group.is_empty() {
-        t.kind.plural.to_string()
-    } else {
-        format!("{}.{}", t.kind.plural, t.kind.group)
-    };
+    let what = t.kind.qualified_plural();
     status(
         StatusCode::NOT_FOUND,
         "NotFound",
@@ -757,11 +762,7 @@ fn already_exists(t: &Target, name: &str) -> Response {
 }
 
 fn conflict(t: &Target, name: &str) -> Response {
-    let what = if t.kind.group.is_empty() {
-        t.kind.plural.to_string()
-    } else {
-        format!("{}.{}", t.kind.plural, t.kind.group)
-    };
+    let what = t.kind.qualified_plural();
     status(
         StatusCode::CONFLICT,
         "Conflict",

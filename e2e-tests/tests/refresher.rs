@@ -516,6 +516,24 @@ fn readmission_is_retried_when_the_policy_answered_from_an_older_table() {
         String::from_utf8_lossy(&out.stderr).contains("is the capa-annotator policy active"),
         "the log names the likely cause"
     );
+
+    // a policy that never annotates: two tries, then the log names the likely causes
+    let c = Cluster::new();
+    c.secret("aws-creds", "AKIAE2E", "s");
+    c.machineset("w1", "eu-west-3", "m5.large", "aws-creds");
+    c.kube.set_admission(
+        "machine.openshift.io/v1beta1",
+        "MachineSet",
+        Arc::new(|_| Some(AdmissionResult::default())),
+    );
+    let out = c.once(&["--readmit-retry-after", "1s"]);
+    assert!(out.status.success());
+    assert_eq!(c.kube.admissions().len(), 2);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("re-admitted twice, but its annotations still do not match the table"),
+        "the log says the second try failed too"
+    );
 }
 
 /// `--once --dry-run --output snapshot` with a cluster's MachineSets and Secrets prints the same

@@ -3,14 +3,13 @@
 
 use capa_core::{Arch, Capacity, GpuVendor};
 
-/// Capacity packed small, so the whole EC2 catalogue stays cheap in the wasm module.
+/// Capacity packed small (12 bytes), so the whole EC2 catalogue stays cheap in the wasm module.
 struct Packed {
     memory_mib: u32,
     vcpu: u16,
     gpu: u16,
-    arm64: bool,
-    /// 0 none, 1 NVIDIA, 2 AMD, 3 Habana.
-    vendor: u8,
+    arch: Arch,
+    gpu_vendor: Option<GpuVendor>,
 }
 
 include!(concat!(env!("OUT_DIR"), "/builtin_table.rs"));
@@ -25,13 +24,8 @@ pub fn lookup(instance_type: &str) -> Option<Capacity> {
         vcpu: u32::from(p.vcpu),
         memory_mib: u64::from(p.memory_mib),
         gpu: u32::from(p.gpu),
-        arch: if p.arm64 { Arch::Arm64 } else { Arch::Amd64 },
-        gpu_vendor: match p.vendor {
-            1 => Some(GpuVendor::Nvidia),
-            2 => Some(GpuVendor::Amd),
-            3 => Some(GpuVendor::Habana),
-            _ => None,
-        },
+        arch: p.arch,
+        gpu_vendor: p.gpu_vendor,
     })
 }
 
