@@ -6,7 +6,7 @@ WASM_DIR := $(TARGET_DIR)/$(WASM_TARGET)/policy
 CARGO ?= cargo
 KWCTL ?= kwctl
 
-.PHONY: kubectl image deploy-render all setup test-servers policy.wasm bench-policies test unit e2e lint fmt demo bench kwctl-bench snapshot e2e-kwctl clean
+.PHONY: kubectl image deploy-render all setup test-servers policy.wasm bench-policies test unit e2e lint fmt capa-admin demo bench kwctl-bench snapshot e2e-kwctl clean
 
 all: policy.wasm
 
@@ -36,9 +36,11 @@ kubectl:
 	fi
 	@$(KUBECTL_BIN) version --client
 
-## policy.wasm: the release policy module (profile `policy`: small and self-contained)
+## policy.wasm: the release policy module (profile `policy`: small and self-contained). The crate is
+## also an rlib (capa-admin runs its decision natively); building it as cdylib alone keeps LTO on
+## (with both crate types the module grows by a quarter)
 policy.wasm: setup
-	$(CARGO) build --profile policy --target $(WASM_TARGET) -p capa-annotator-policy
+	$(CARGO) rustc --profile policy --target $(WASM_TARGET) -p capa-annotator-policy --crate-type cdylib
 	cp $(WASM_DIR)/capa_annotator_policy.wasm policy.wasm
 	@echo "policy.wasm: $$(stat -c %s policy.wasm) bytes"
 
@@ -49,7 +51,7 @@ bench-policies: setup
 ## test: every unit and end-to-end test: the compiled policy through the waPC harness, the refresher
 ## binary against the fake Kubernetes API and moto (python3 -m moto.server; pip install 'moto[server]==5.2.1')
 test: policy.wasm test-servers kubectl
-	$(CARGO) build -p capa-refresher
+	$(CARGO) build --workspace --bins
 	KUBECTL=$(KUBECTL_BIN) $(CARGO) test --workspace
 
 ## lint: formatting and clippy, warnings are errors
@@ -60,37 +62,42 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## demo: annotate examples/machineset.yaml with the built-in table and show the result
-demo: policy.wasm
-	$(CARGO) run -q -p e2e-tests --bin demo -- examples/machineset.yaml
+CAPA_ADMIN := $(TARGET_DIR)/release/capa-admin
+EXAMPLES := examples/machineset.yaml examples/wrong-values.yaml examples/cluster-machinesets.yaml
+
+## capa-admin: the admin tool (release); `capa-admin preview --help`
+capa-admin:
+	$(CARGO) build --release -p capa-admin
+	@echo "capa-admin: $(CAPA_ADMIN)"
+
+## demo: what the policy does to the example MachineSets (real ones from public repositories),
+## with the built-in table: capa-admin preview, the policy's own decision run natively
+demo: capa-admin
+	$(CAPA_ADMIN) preview --patch $(EXAMPLES)
 
 ## bench: the policy's per-request cost as ratios to the accept-all and parse-only baselines and its
 ## size; the refresher's EC2 calls per refresh, wall time vs a bare SDK fetch, peak RSS, binary size
 bench: policy.wasm bench-policies test-servers
-	$(CARGO) run -q --release -p e2e-tests --bin bench -- \
+	$(CARGO) run -q --release -p capa-bench --bin policy-bench -- \
 	  --policy policy.wasm \
 	  --accept-all $(WASM_DIR)/bench_accept_all.wasm \
 	  --parse-only $(WASM_DIR)/bench_parse_only.wasm
 	$(CARGO) build -q --release -p capa-refresher
-	$(CARGO) run -q --release -p e2e-tests --bin refresher_bench -- \
+	$(CARGO) run -q --release -p capa-bench --bin refresher-bench -- \
 	  --refresher $(TARGET_DIR)/release/capa-refresher
 
-## kwctl-bench: `kwctl bench` of the built-in path (no cluster access: the host call fails) and of
-## the field-masked ConfigMap path (replayed session), for people who have kwctl
-kwctl-bench: policy.wasm
-	@command -v $(KWCTL) >/dev/null || { echo "kwctl is needed: https://github.com/kubewarden/kwctl/releases (or KWCTL=/path/to/kwctl)" >&2; exit 1; }
-	$(KWCTL) bench --warm-up-time 1 --measurement-time 5 \
-	  --request-path e2e-tests/fixtures/requests/create-example-m6g-xlarge.json policy.wasm
-	$(KWCTL) bench --warm-up-time 1 --measurement-time 5 --allow-context-aware \
-	  --replay-host-capabilities-interactions e2e-tests/fixtures/sessions/m6g-masked.yml \
-	  --request-path e2e-tests/fixtures/requests/create-example-m6g-xlarge.json policy.wasm
+## kwctl-bench: `kwctl bench` of the built-in path (no cluster access: the host call is denied) and
+## of the field-masked ConfigMap path (a replay session with one exchange per iteration), next to
+## the accept-all and parse-only baselines; prints the ratios. KWCTL=/path/to/kwctl
+kwctl-bench: annotated-policy.wasm bench-policies
+	python3 e2e-tests/kwctl/bench.py --kwctl $(KWCTL) --policy annotated-policy.wasm \
+	  --accept-all $(WASM_DIR)/bench_accept_all.wasm --parse-only $(WASM_DIR)/bench_parse_only.wasm
 
 ## snapshot: regenerate the built-in table (policy/data/builtin-instance-types.txt) from the pinned
 ## moto through the refresher (--dry-run --region us-east-1 --output snapshot); a test checks it
 snapshot: test-servers
 	$(CARGO) build -q -p capa-refresher
-	$(CARGO) build -q -p e2e-tests --bin snapshot
-	$(TARGET_DIR)/debug/snapshot
+	$(CARGO) run -q -p capa-snapshot
 
 IMAGE ?= capa-refresher:dev
 CONTAINER_ENGINE ?= docker
@@ -107,12 +114,14 @@ deploy-render: kubectl
 
 ## annotated-policy.wasm: policy.wasm with metadata.yml and README.md embedded (needs kwctl)
 annotated-policy.wasm: policy.wasm metadata.yml README.md
-	@command -v $(KWCTL) >/dev/null || { echo "kwctl is needed: https://github.com/kubewarden/kwctl/releases (or KWCTL=/path/to/kwctl)" >&2; exit 1; }
+	@command -v $(KWCTL) >/dev/null || { echo "kwctl is needed: https://github.com/kubewarden/kwctl/releases (or KWCTL=/path/to/kwctl; offline: ../shared/tools/kwctl/kwctl-offline)" >&2; exit 1; }
 	$(KWCTL) annotate -m metadata.yml -u README.md -o annotated-policy.wasm policy.wasm
 
-## e2e-kwctl: the same fixtures under kwctl (needs kwctl and bats; not part of CI)
+## e2e-kwctl: the shared fixtures under real kwctl (needs kwctl, bats >= 1.5 and jq); compares
+## kwctl's answers with the same expected files as the waPC harness. KWCTL=/path/to/kwctl
 e2e-kwctl: annotated-policy.wasm
-	bats e2e-tests/policy.bats
+	@command -v bats >/dev/null || { echo "bats is needed (apt-get install bats, or https://github.com/bats-core/bats-core)" >&2; exit 1; }
+	KWCTL=$(KWCTL) bats e2e-tests/policy.bats
 
 clean:
 	$(CARGO) clean

@@ -21,6 +21,17 @@ pub const UPSTREAM_MEMORY: &str = "capacity.cluster-autoscaler.kubernetes.io/mem
 pub const UPSTREAM_GPU_COUNT: &str = "capacity.cluster-autoscaler.kubernetes.io/gpu-count";
 pub const UPSTREAM_GPU_TYPE: &str = "capacity.cluster-autoscaler.kubernetes.io/gpu-type";
 
+/// The keys whose values are capacity figures: an existing value that differs from the table is
+/// a *correction* worth telling (`capa-annotator: corrected …`).
+pub const CAPACITY_VALUE_KEYS: [&str; 6] = [
+    VCPU,
+    MEMORY_MB,
+    GPU,
+    UPSTREAM_CPU,
+    UPSTREAM_MEMORY,
+    UPSTREAM_GPU_COUNT,
+];
+
 /// Which annotations to write besides the OpenShift ones.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Options {
@@ -87,6 +98,42 @@ pub fn edits_for(annotations: &Map<String, Value>, cap: &Capacity, opts: Options
             (_, Some(want)) => Some(Edit::Set(key, want)),
             (Some(_), None) => Some(Edit::Remove(key)),
             (None, None) => None,
+        })
+        .collect()
+}
+
+/// An existing capacity value that the edits overwrite with a different one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Correction {
+    pub key: &'static str,
+    /// The value that was there, as written (a non-string value as its JSON).
+    pub old: String,
+    pub new: String,
+}
+
+/// The capacity values that `edits` change from something that was already there (not the ones
+/// added where nothing was, not the labels): hand-written or stale figures the autoscaler had
+/// been planning with.
+pub fn corrections(annotations: &Map<String, Value>, edits: &[Edit]) -> Vec<Correction> {
+    edits
+        .iter()
+        .filter_map(|edit| {
+            let Edit::Set(key, new) = edit else {
+                return None;
+            };
+            if !CAPACITY_VALUE_KEYS.contains(key) {
+                return None;
+            }
+            let old = match annotations.get(*key)? {
+                Value::Null => return None,
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (old != *new).then(|| Correction {
+                key,
+                old,
+                new: new.clone(),
+            })
         })
         .collect()
 }
@@ -391,6 +438,44 @@ mod tests {
         // off by default
         let off = annotated(json!({}), &gpu, Options::default());
         assert!(off.get(UPSTREAM_CPU).is_none());
+    }
+
+    #[test]
+    fn corrections_are_changed_existing_capacity_values_only() {
+        let c = cap(16, 65536, 0, Arch::Arm64);
+        // m6g.4xlarge with a hand-written 32768 (a real case: half the memory)
+        let have = json!({VCPU: "16", MEMORY_MB: "32768", LABELS: "team=a"});
+        let map = have.as_object().unwrap();
+        let edits = edits_for(map, &c, Options::default());
+        assert_eq!(
+            corrections(map, &edits),
+            vec![Correction {
+                key: MEMORY_MB,
+                old: "32768".into(),
+                new: "65536".into()
+            }]
+        );
+        // nothing there before, or already right: no correction
+        let empty = Map::new();
+        assert!(corrections(&empty, &edits_for(&empty, &c, Options::default())).is_empty());
+        let right = annotated(json!({}), &c, Options::default());
+        let right = right.as_object().unwrap();
+        assert!(corrections(right, &edits_for(right, &c, Options::default())).is_empty());
+        // a non-string value is shown as its JSON; null counts as absent
+        let odd = json!({GPU: 3, VCPU: null});
+        let odd = odd.as_object().unwrap();
+        let got = corrections(odd, &edits_for(odd, &c, Options::default()));
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].key, got[0].old.as_str()), (GPU, "3"));
+        // upstream keys count when the setting writes them
+        let opts = Options {
+            upstream_capacity: true,
+        };
+        let up = json!({UPSTREAM_MEMORY: "64Gi"});
+        let up = up.as_object().unwrap();
+        let got = corrections(up, &edits_for(up, &c, opts));
+        assert_eq!(got[0].key, UPSTREAM_MEMORY);
+        assert_eq!(got[0].new, "65536Mi");
     }
 
     #[test]

@@ -9,6 +9,20 @@ pub const KIND: &str = "MachineSet";
 /// Default (and only annotated) authoritative API.
 pub const MACHINE_API: &str = "MachineAPI";
 
+/// The node label by which the OpenShift cluster-autoscaler counts a node group as GPU (its
+/// value must match the ClusterAutoscaler's `resourceLimits.gpus[].type`; the
+/// cluster-autoscaler-operator warns `InvalidOrMissingGPUAcceleratorLabel` without it).
+pub const ACCELERATOR_LABEL: &str = "cluster-api/accelerator";
+
+/// Whether `spec.template.spec.metadata.labels` (the labels of the nodes) carries `label` with a
+/// non-empty string value.
+pub fn node_template_has_label(obj: &Value, label: &str) -> bool {
+    obj.pointer("/spec/template/spec/metadata/labels")
+        .and_then(|labels| labels.get(label))
+        .and_then(Value::as_str)
+        .is_some_and(|v| !v.is_empty())
+}
+
 /// Why a MachineSet is left alone without a warning.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Skip {
@@ -173,6 +187,30 @@ mod tests {
             skip_reason(&migrating, true),
             Some(Skip::NotAuthoritative("Migrating".into()))
         );
+    }
+
+    #[test]
+    fn node_template_labels() {
+        let with = ms(
+            json!({"spec": {"template": {"spec": {"metadata": {"labels": {ACCELERATOR_LABEL: "nvidia-a10g"}}}}}}),
+        );
+        assert!(node_template_has_label(&with, ACCELERATOR_LABEL));
+        for without in [
+            ms(json!({})),
+            ms(json!({"spec": {"template": {"spec": {"metadata": {"labels": {"other": "x"}}}}}})),
+            ms(json!({"spec": {"template": {"spec": {"metadata": {"labels": "x"}}}}})),
+            ms(
+                json!({"spec": {"template": {"spec": {"metadata": {"labels": {ACCELERATOR_LABEL: 1}}}}}}),
+            ),
+            ms(
+                json!({"spec": {"template": {"spec": {"metadata": {"labels": {ACCELERATOR_LABEL: ""}}}}}}),
+            ),
+        ] {
+            assert!(
+                !node_template_has_label(&without, ACCELERATOR_LABEL),
+                "{without}"
+            );
+        }
     }
 
     #[test]

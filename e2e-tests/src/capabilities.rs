@@ -18,7 +18,8 @@ pub trait HostCapabilities: Send + Sync {
 }
 
 /// A host without cluster access (`kwctl run` without `--allow-context-aware`): every
-/// Kubernetes capability fails.
+/// Kubernetes capability fails, with the words of Kubewarden's policy evaluator (so the policy's
+/// warnings are the ones kwctl users see).
 pub struct NoCluster;
 
 impl HostCapabilities for NoCluster {
@@ -27,11 +28,33 @@ impl HostCapabilities for NoCluster {
         binding: &str,
         namespace: &str,
         operation: &str,
-        _payload: &[u8],
+        payload: &[u8],
     ) -> Result<Vec<u8>, String> {
-        Err(format!(
-            "no cluster access: host capability {binding}/{namespace}/{operation} is not available"
-        ))
+        match CallbackRequest::from_host_call(binding, namespace, operation, payload) {
+            Ok(CallbackRequest::KubernetesGetResource {
+                api_version, kind, ..
+            }) => Err(format!(
+                "Policy has not been granted access to Kubernetes {api_version}/{kind} resources. The violation has been reported."
+            )),
+            Err(_) => Err(format!(
+                "Policy has not been granted access to the '{namespace}/{operation}' host capability"
+            )),
+        }
+    }
+}
+
+/// How Kubewarden's policy evaluator (policy server and kwctl alike) hands a failed host call to
+/// the policy: the capability's error behind this prefix.
+pub fn callback_failure(message: impl std::fmt::Display) -> String {
+    format!("Callback evaluation failure: {message}")
+}
+
+/// A host that answers every call with bytes that are not JSON (hostile-input tests).
+pub struct Garbage;
+
+impl HostCapabilities for Garbage {
+    fn host_call(&self, _: &str, _: &str, _: &str, _: &[u8]) -> Result<Vec<u8>, String> {
+        Ok(b"\x00\xff not json".to_vec())
     }
 }
 
@@ -188,7 +211,7 @@ impl HostCapabilities for ReplaySession {
             if let Ok(mut m) = self.mismatches.lock() {
                 m.push(msg.clone());
             }
-            Err(msg)
+            Err(callback_failure(msg))
         };
         match exchanges.pop_front() {
             None => fail(format!(
@@ -198,7 +221,7 @@ impl HostCapabilities for ReplaySession {
                 "request does not match the session: expected {:?}, got {got:?}",
                 ex.request
             )),
-            Some(ex) => ex.response,
+            Some(ex) => ex.response.map_err(callback_failure),
         }
     }
 }

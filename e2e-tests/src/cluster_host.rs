@@ -94,7 +94,9 @@ impl HostCapabilities for ClusterHost {
         {
             return Ok(answer.clone());
         }
-        let answer = self.answer(req)?;
+        let answer = self
+            .answer(req)
+            .map_err(crate::capabilities::callback_failure)?;
         if ttl.is_some()
             && let Ok(mut cache) = self.cache.lock()
         {

@@ -8,15 +8,18 @@
 //! - [`paths`]: where fixtures and the built module are.
 
 pub mod capabilities;
+pub mod cases;
 pub mod cluster_host;
 pub mod deploy;
 pub mod evaluation;
 pub mod fake_kube;
 pub mod objects;
 pub mod paths;
-pub mod servers;
-pub mod snapshot;
 pub mod wasm;
+
+/// moto + proxy processes and the built-in table pipeline live in their own light crate (also used
+/// by tools/snapshot).
+pub use capa_test_servers::{servers, snapshot};
 
 pub use capabilities::{FixedAnswer, HostCapabilities, NoCluster, ReplaySession};
 pub use evaluation::{Evaluation, evaluate, validate_settings};

@@ -4,9 +4,11 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 
 use capa_core::annotations::{GPU, LABELS, MEMORY_MB, VCPU};
-use e2e_tests::capabilities::HostCapabilities;
+use e2e_tests::capabilities::{Garbage, HostCapabilities};
 use e2e_tests::evaluation::evaluate_payload;
-use e2e_tests::{Evaluation, NoCluster, Policy, ReplaySession, evaluate, paths, validate_settings};
+use e2e_tests::{
+    Evaluation, NoCluster, Policy, ReplaySession, cases, evaluate, paths, validate_settings,
+};
 use serde_json::{Value, json};
 use std::sync::{Arc, OnceLock};
 
@@ -404,45 +406,21 @@ fn no_cluster_every_builtin_type_is_annotated_from_its_line() {
     }
 }
 
+/// `fixtures/settings-cases.tsv`, shared with kwctl: each verdict exactly (kwctl prints the same
+/// message behind `Provided settings are not valid: `).
 #[test]
 fn settings_validation() {
-    let ok = validate_settings(policy(), &json!({"fallback": "none", "overrides": {"m5.large": {"vcpu": 2, "memoryMiB": 8192, "arch": "amd64"}}}), Arc::new(NoCluster)).unwrap();
-    assert!(ok.valid, "{:?}", ok.message);
-    assert!(
-        validate_settings(policy(), &json!({}), Arc::new(NoCluster))
-            .unwrap()
-            .valid
-    );
-    assert!(
-        validate_settings(policy(), &Value::Null, Arc::new(NoCluster))
-            .unwrap()
-            .valid
-    );
-    for (settings, needle) in [
-        (
-            json!({"fallback": "sometimes"}),
-            "fallback must be \"embedded\" or \"none\"",
-        ),
-        (json!({"configMapName": "UPPER"}), "configMapName"),
-        (json!({"configMapNamespace": "a_b"}), "configMapNamespace"),
-        (json!({"colour": "blue"}), "unknown setting \"colour\""),
-        (
-            json!({"overrides": {"m5.large": {"vcpu": -1, "memoryMiB": 8192, "arch": "amd64"}}}),
-            "overrides[\"m5.large\"].vcpu",
-        ),
-        (
-            json!({"overrides": {"m5.large": {"vcpu": 2, "memoryMiB": 8192, "arch": "ppc64le"}}}),
-            ".arch must be",
-        ),
-        (
-            json!({"respectAuthoritativeAPI": "true"}),
-            "respectAuthoritativeAPI must be true or false",
-        ),
-    ] {
+    let cases = cases::settings_cases().unwrap();
+    assert!(cases.len() >= 10, "{}", cases.len());
+    for (settings, verdict) in cases {
         let r = validate_settings(policy(), &settings, Arc::new(NoCluster)).unwrap();
-        assert!(!r.valid, "{settings} accepted");
-        let msg = r.message.unwrap_or_default();
-        assert!(msg.contains(needle), "{settings}: {msg}");
+        match verdict {
+            None => assert!(r.valid, "{settings}: {:?}", r.message),
+            Some(message) => {
+                assert!(!r.valid, "{settings} accepted");
+                assert_eq!(r.message.as_deref(), Some(message.as_str()), "{settings}");
+            }
+        }
     }
     // not even JSON: an invalid answer, not a host error
     let raw = policy()
@@ -452,13 +430,75 @@ fn settings_validation() {
     assert_eq!(r["valid"], false);
 }
 
-/// A host that answers every call with garbage.
-struct GarbageHost;
-
-impl HostCapabilities for GarbageHost {
-    fn host_call(&self, _: &str, _: &str, _: &str, _: &[u8]) -> Result<Vec<u8>, String> {
-        Ok(b"\x00\xff not json".to_vec())
+/// `fixtures/cases.tsv`, shared with kwctl (`policy.bats`): every case gives exactly
+/// `fixtures/expected/<case>.json` — the same files kwctl's answers are compared with.
+#[test]
+fn shared_cases_give_the_expected_answers() {
+    let all = cases::load().unwrap();
+    assert!(all.len() >= 20, "{}", all.len());
+    let mut failures = Vec::new();
+    for case in &all {
+        let ev = match &case.session {
+            Some(session) => run(&case.request, session, case.settings.clone()),
+            None => evaluate(
+                policy(),
+                &case.settings,
+                &request(&case.request),
+                Arc::new(NoCluster),
+            )
+            .unwrap(),
+        };
+        let got = cases::normalise(&ev);
+        let want = case.expected().unwrap();
+        if got != want {
+            failures.push(format!("{}: got {got:#}\nexpected {want:#}", case.name));
+        }
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Every request and session fixture is used by a shared case, and every expected answer belongs
+/// to one: a fixture only one host runs cannot creep in.
+#[test]
+fn every_fixture_is_a_shared_case() {
+    let all = cases::load().unwrap();
+    let names_in = |dir: &str, ext: &str| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(paths::fixture(dir))
+            .unwrap()
+            .filter_map(|e| {
+                let p = e.unwrap().path();
+                if p.extension()? != ext {
+                    return None;
+                }
+                Some(p.file_stem()?.to_string_lossy().into_owned())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    for request in names_in("requests", "json") {
+        assert!(
+            all.iter().any(|c| c.request == request),
+            "requests/{request}.json is in no case of cases.tsv"
+        );
+    }
+    for session in names_in("sessions", "yml") {
+        assert!(
+            all.iter()
+                .any(|c| c.session.as_deref() == Some(session.as_str())),
+            "sessions/{session}.yml is in no case of cases.tsv"
+        );
+    }
+    for expected in names_in("expected", "json") {
+        assert!(
+            all.iter().any(|c| c.name == expected),
+            "expected/{expected}.json belongs to no case"
+        );
+    }
+    let mut names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), all.len(), "case names must be unique");
 }
 
 #[test]
@@ -530,7 +570,7 @@ fn hostile_inputs_never_reject_or_fail() {
     }
     for (i, payload) in cases.iter().enumerate() {
         for caps in [
-            Arc::new(GarbageHost) as Arc<dyn HostCapabilities>,
+            Arc::new(Garbage) as Arc<dyn HostCapabilities>,
             Arc::new(NoCluster),
         ] {
             let ev = evaluate_payload(policy(), payload, Value::Null, caps)

@@ -14,7 +14,7 @@ use e2e_tests::fake_kube::{FakeKube, RequestRecord};
 use e2e_tests::objects;
 use e2e_tests::servers::{self, Ec2, Process, wait_for};
 use e2e_tests::{Policy, paths};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,13 +85,13 @@ fn refresher_and_policy_annotate_machinesets_like_in_a_cluster() {
         ("gpu", "us-east-1", "p4d.24xlarge"),
         ("typo", "eu-west-3", "m5.xlargee"),
     ] {
-        kube.put(objects::machineset(
-            NS,
-            name,
-            region,
-            instance_type,
-            "aws-creds",
-        ));
+        let mut ms = objects::machineset(NS, name, region, instance_type, "aws-creds");
+        if name == "gpu" {
+            // a GPU node group set up for the OpenShift autoscaler (else the policy warns)
+            ms["spec"]["template"]["spec"]["metadata"] =
+                json!({"labels": {"cluster-api/accelerator": "nvidia-a100"}});
+        }
+        kube.put(ms);
     }
     let typo_before = kube
         .get(

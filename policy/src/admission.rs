@@ -1,5 +1,6 @@
 //! One admission decision: from the request payload to the response. Pure apart from the
-//! [`ConfigMapSource`] it is given, so every path is unit-tested natively.
+//! [`ConfigMapSource`] it is given, so every path is unit-tested natively — and so the same
+//! decision runs natively in the admin tool's `preview` (proven byte-identical to `policy.wasm`).
 //!
 //! The policy never rejects and never fails: whatever the input, the MachineSet is accepted, with
 //! its capacity annotations set when we can, and with a warning naming cause and fix when we cannot.
@@ -8,30 +9,97 @@ use crate::lookup::{self, ConfigMapSource, ConfigMapState, Source};
 use crate::request::ValidationRequest;
 use crate::settings::Settings;
 use crate::warnings;
-use capa_core::annotations::{self, Edit, Options};
-use capa_core::machineset;
+use capa_core::annotations::{self, Correction, Edit, Options};
+use capa_core::machineset::{self, Skip};
 use capa_core::provider_spec::{self, ProviderSpec};
 use capa_core::table::{NameError, TypeName};
 use kubewarden_policy_sdk::response::ValidationResponse;
 use serde_json::Value;
 
-/// What the policy answers.
+/// What the policy answers, and what it found on the way.
 #[derive(Debug, Default, PartialEq)]
 pub struct Outcome {
     /// The whole object with its annotations changed; `None` = no patch.
     pub mutated: Option<Value>,
     pub warnings: Vec<String>,
+    /// What the decision was (not sent to the policy server: the preview tool reports it).
+    pub report: Report,
+}
+
+/// Why the policy left an object alone without a warning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skipped {
+    /// `DELETE` or `CONNECT`.
+    Operation(String),
+    /// Not ours by its kind, deletion, pause or authoritative API.
+    MachineSet(Skip),
+    /// Another provider's spec (its `kind`).
+    NotAws(String),
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Skipped::Operation(op) => write!(f, "operation {op}"),
+            Skipped::MachineSet(Skip::NotAMachineSet) => {
+                write!(f, "not a {} {}", machineset::GROUP, machineset::KIND)
+            }
+            Skipped::MachineSet(Skip::Deleting) => f.write_str("deleting"),
+            Skipped::MachineSet(Skip::Paused) => f.write_str("paused (respectAuthoritativeAPI)"),
+            Skipped::MachineSet(Skip::NotAuthoritative(api)) => {
+                write!(f, "authoritativeAPI is {api} (respectAuthoritativeAPI)")
+            }
+            Skipped::NotAws(kind) => write!(f, "not AWS ({kind})"),
+        }
+    }
+}
+
+/// Why the policy could not annotate (each comes with a warning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    RequestUnparsable,
+    SettingsInvalid,
+    ProviderSpecUnreadable,
+    AnnotationsUnreadable,
+    InstanceTypeEmpty,
+    InstanceTypeMalformed,
+    UnknownInstanceType,
+}
+
+/// The decision, for reports.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Report {
+    pub skipped: Option<Skipped>,
+    pub problem: Option<Problem>,
+    /// `providerSpec.value.instanceType`, once read.
+    pub instance_type: Option<String>,
+    /// Which table answered.
+    pub source: Option<Source>,
+    /// Existing capacity values that were overwritten with different ones.
+    pub corrections: Vec<Correction>,
+    /// The type has GPUs and the node template lacks `cluster-api/accelerator`.
+    pub missing_accelerator_label: bool,
 }
 
 impl Outcome {
-    fn accept() -> Self {
-        Outcome::default()
+    fn skip(why: Skipped) -> Self {
+        Outcome {
+            report: Report {
+                skipped: Some(why),
+                ..Report::default()
+            },
+            ..Outcome::default()
+        }
     }
 
-    fn warn(w: String) -> Self {
+    fn cannot(problem: Problem, warning: String) -> Self {
         Outcome {
             mutated: None,
-            warnings: vec![w],
+            warnings: vec![warning],
+            report: Report {
+                problem: Some(problem),
+                ..Report::default()
+            },
         }
     }
 
@@ -54,14 +122,17 @@ impl Outcome {
 pub fn admit(payload: &[u8], src: &impl ConfigMapSource) -> Outcome {
     let req = match ValidationRequest::parse(payload) {
         Ok(r) => r,
-        Err(e) => return Outcome::warn(warnings::request_unparsable(&e)),
+        Err(e) => {
+            return Outcome::cannot(Problem::RequestUnparsable, warnings::request_unparsable(&e));
+        }
     };
     let settings = match Settings::from_value(&req.settings) {
         Ok(s) => s,
-        Err(e) => return Outcome::warn(warnings::settings_invalid(&e)),
+        Err(e) => return Outcome::cannot(Problem::SettingsInvalid, warnings::settings_invalid(&e)),
     };
-    if matches!(req.request.operation.as_str(), "DELETE" | "CONNECT") {
-        return Outcome::accept();
+    let operation = req.request.operation.as_str();
+    if matches!(operation, "DELETE" | "CONNECT") {
+        return Outcome::skip(Skipped::Operation(operation.to_string()));
     }
     annotate(req.request.object, &req.request.old_object, &settings, src)
 }
@@ -72,20 +143,36 @@ fn annotate(
     settings: &Settings,
     src: &impl ConfigMapSource,
 ) -> Outcome {
-    if machineset::skip_reason(&obj, settings.respect_authoritative_api).is_some() {
-        return Outcome::accept();
+    if let Some(why) = machineset::skip_reason(&obj, settings.respect_authoritative_api) {
+        return Outcome::skip(Skipped::MachineSet(why));
     }
     let instance_type = match provider_spec::read(&obj) {
-        Err(e) => return Outcome::warn(warnings::provider_spec_unreadable(&e)),
-        Ok(ProviderSpec::Other { .. }) => return Outcome::accept(),
+        Err(e) => {
+            return Outcome::cannot(
+                Problem::ProviderSpecUnreadable,
+                warnings::provider_spec_unreadable(&e),
+            );
+        }
+        Ok(ProviderSpec::Other { kind }) => {
+            return Outcome::skip(Skipped::NotAws(kind.to_string()));
+        }
         Ok(ProviderSpec::Aws(spec)) => spec.instance_type.to_string(),
     };
     let existing = match machineset::annotations(&obj) {
         Ok(a) => a.cloned().unwrap_or_default(),
-        Err(e) => return Outcome::warn(warnings::annotations_unreadable(e)),
+        Err(e) => {
+            return Outcome::cannot(
+                Problem::AnnotationsUnreadable,
+                warnings::annotations_unreadable(e),
+            );
+        }
     };
     let opts = Options {
         upstream_capacity: settings.upstream_capacity_annotations,
+    };
+    let mut report = Report {
+        instance_type: Some(instance_type.clone()),
+        ..Report::default()
     };
     let mut warnings = Vec::new();
     let resolved = match TypeName::parse(&instance_type) {
@@ -97,25 +184,48 @@ fn annotate(
                     if source == Source::Builtin {
                         warnings.push(warnings::fell_back(&instance_type, settings, &state));
                     }
+                    report.source = Some(source);
                     Some(capacity)
                 }
                 None => {
                     warnings.push(warnings::unknown(&instance_type, settings, &state));
+                    report.problem = Some(Problem::UnknownInstanceType);
                     None
                 }
             }
         }
         Err(NameError::Empty) => {
             warnings.push(warnings::instance_type_empty());
+            report.problem = Some(Problem::InstanceTypeEmpty);
             None
         }
         Err(e) => {
             warnings.push(warnings::instance_type_malformed(&e));
+            report.problem = Some(Problem::InstanceTypeMalformed);
             None
         }
     };
     let edits = match resolved {
-        Some(capacity) => annotations::edits_for(&existing, &capacity, opts),
+        Some(capacity) => {
+            let edits = annotations::edits_for(&existing, &capacity, opts);
+            // after an instance-type change, different values are expected, not wrong
+            if !type_changed(&instance_type, old) {
+                report.corrections = annotations::corrections(&existing, &edits);
+                if !report.corrections.is_empty() {
+                    warnings.push(warnings::corrected(&report.corrections, &instance_type));
+                }
+            }
+            if capacity.gpu > 0
+                && !machineset::node_template_has_label(&obj, machineset::ACCELERATOR_LABEL)
+            {
+                report.missing_accelerator_label = true;
+                warnings.push(warnings::accelerator_label_missing(
+                    &instance_type,
+                    capacity.gpu,
+                ));
+            }
+            edits
+        }
         // an UPDATE to a type we cannot resolve: what was written for the old type must go
         None => match stale_edits(&instance_type, old, &existing, settings, src, opts) {
             Some((old_type, edits)) => {
@@ -130,16 +240,28 @@ fn annotate(
         return Outcome {
             mutated: None,
             warnings,
+            report,
         };
     }
     match machineset::annotations_mut(&mut obj) {
         Ok(map) => annotations::apply(map, edits),
-        Err(e) => return Outcome::warn(warnings::annotations_unreadable(e)),
+        Err(e) => {
+            return Outcome::cannot(
+                Problem::AnnotationsUnreadable,
+                warnings::annotations_unreadable(e),
+            );
+        }
     }
     Outcome {
         mutated: Some(obj),
         warnings,
+        report,
     }
+}
+
+/// An UPDATE whose old object had another (AWS) instance type.
+fn type_changed(new_type: &str, old: &Value) -> bool {
+    matches!(provider_spec::read(old), Ok(ProviderSpec::Aws(spec)) if spec.instance_type != new_type)
 }
 
 /// After an UPDATE to an instance type nobody knows: the edits removing what was written for the
@@ -228,6 +350,13 @@ mod tests {
         payload(json!({}), "CREATE", object, Value::Null)
     }
 
+    /// Accepted unchanged, without a warning, with the reason in the report.
+    fn assert_skipped(o: &Outcome) {
+        assert_eq!(o.mutated, None);
+        assert!(o.warnings.is_empty(), "{:?}", o.warnings);
+        assert!(o.report.skipped.is_some(), "{:?}", o.report);
+    }
+
     fn annotations_of(o: &Outcome) -> &Value {
         &o.mutated.as_ref().expect("mutated")["metadata"]["annotations"]
     }
@@ -260,7 +389,7 @@ mod tests {
         let host = FakeHost::with(table_cm());
         let first = admit(&create(machineset("m5.xlarge", Value::Null)), &host);
         let again = admit(&create(first.mutated.unwrap()), &host);
-        assert_eq!(again, Outcome::accept());
+        assert_eq!((again.mutated, again.warnings), (None, vec![]));
     }
 
     #[test]
@@ -436,7 +565,7 @@ mod tests {
             json!("GCPMachineProviderSpec");
         let pod = json!({"apiVersion": "v1", "kind": "Pod"});
         for obj in [deleting, gcp, pod] {
-            assert_eq!(admit(&create(obj), &host), Outcome::accept());
+            assert_skipped(&admit(&create(obj), &host));
         }
         let mut capi = machineset("m5.xlarge", json!({}));
         capi["status"] = json!({"authoritativeAPI": "ClusterAPI"});
@@ -446,7 +575,7 @@ mod tests {
             capi.clone(),
             Value::Null,
         );
-        assert_eq!(admit(&gated, &host), Outcome::accept());
+        assert_skipped(&admit(&gated, &host));
         assert!(
             admit(&create(capi), &host).mutated.is_some(),
             "gate off by default"
@@ -457,7 +586,7 @@ mod tests {
             machineset("m5.xlarge", json!({})),
             Value::Null,
         );
-        assert_eq!(admit(&delete, &host), Outcome::accept());
+        assert_skipped(&admit(&delete, &host));
     }
 
     #[test]
@@ -514,6 +643,89 @@ mod tests {
         assert!(
             admit(&create(bad_type), &host).warnings[0].contains("instanceType must be a string")
         );
+    }
+
+    #[test]
+    fn wrong_existing_values_are_corrected_with_one_warning() {
+        let host = FakeHost::with(table_cm());
+        // a real pattern: half the memory of the type written by hand
+        let ms = machineset(
+            "m6g.xlarge",
+            json!({"machine.openshift.io/vCPU": "4", "machine.openshift.io/memoryMb": "8192"}),
+        );
+        let out = admit(&create(ms), &host);
+        assert_eq!(
+            annotations_of(&out)["machine.openshift.io/memoryMb"],
+            "16384"
+        );
+        assert_eq!(
+            out.warnings,
+            ["capa-annotator: corrected machine.openshift.io/memoryMb 8192 → 16384 (m6g.xlarge)"]
+        );
+        assert_eq!(out.report.corrections.len(), 1);
+        assert_eq!(out.report.source, Some(Source::ConfigMap));
+        // nothing there before, or already right: no correction warning
+        let fresh = admit(&create(machineset("m6g.xlarge", json!({}))), &host);
+        assert!(fresh.warnings.is_empty(), "{:?}", fresh.warnings);
+        let again = admit(&create(out.mutated.unwrap()), &host);
+        assert!(again.warnings.is_empty() && again.mutated.is_none());
+    }
+
+    #[test]
+    fn an_instance_type_change_is_not_a_correction() {
+        let host = FakeHost::with(table_cm());
+        let old = admit(&create(machineset("m5.large", json!({}))), &host)
+            .mutated
+            .unwrap();
+        let mut new = old.clone();
+        new["spec"]["template"]["spec"]["providerSpec"]["value"]["instanceType"] =
+            json!("m5.xlarge");
+        let out = admit(&payload(json!({}), "UPDATE", new, old), &host);
+        assert_eq!(annotations_of(&out)["machine.openshift.io/vCPU"], "4");
+        assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+        // the same type on both sides: a wrong value is a correction
+        let mut new = out.mutated.unwrap();
+        new["metadata"]["annotations"]["machine.openshift.io/vCPU"] = json!("2");
+        let out = admit(&payload(json!({}), "UPDATE", new.clone(), new), &host);
+        assert_eq!(
+            out.warnings,
+            ["capa-annotator: corrected machine.openshift.io/vCPU 2 → 4 (m5.xlarge)"]
+        );
+    }
+
+    #[test]
+    fn gpu_types_without_the_accelerator_label_warn() {
+        let host = FakeHost::failing(); // built-in table: g5.xlarge has 1 NVIDIA GPU
+        let out = admit(&create(machineset("g5.xlarge", json!({}))), &host);
+        assert!(out.report.missing_accelerator_label);
+        assert_eq!(out.warnings.len(), 2, "{:?}", out.warnings);
+        assert!(
+            out.warnings[1].contains("lacks cluster-api/accelerator"),
+            "{}",
+            out.warnings[1]
+        );
+        // warned also when nothing else changes
+        let again = admit(&create(out.mutated.unwrap()), &host);
+        assert!(again.mutated.is_none());
+        assert!(
+            again
+                .warnings
+                .iter()
+                .any(|w| w.contains("cluster-api/accelerator"))
+        );
+        // labelled: no warning; no GPUs: no warning
+        let mut labelled = machineset("g5.xlarge", json!({}));
+        labelled["spec"]["template"]["spec"]["metadata"] =
+            json!({"labels": {"cluster-api/accelerator": "nvidia-a10g"}});
+        let out = admit(&create(labelled), &host);
+        assert!(!out.report.missing_accelerator_label);
+        assert!(
+            !out.warnings.iter().any(|w| w.contains("accelerator")),
+            "{:?}",
+            out.warnings
+        );
+        let out = admit(&create(machineset("m5.xlarge", json!({}))), &host);
+        assert!(!out.warnings.iter().any(|w| w.contains("accelerator")));
     }
 
     #[test]

@@ -21,21 +21,68 @@ pub struct WapcHost;
 
 impl ConfigMapSource for WapcHost {
     fn get(&self, namespace: &str, name: &str, field_mask: &str) -> Result<Vec<u8>, String> {
-        let req = GetResource {
-            api_version: "v1",
-            kind: "ConfigMap",
-            name,
-            namespace,
-            disable_cache: false,
-            field_masks: [field_mask],
-        };
-        let msg = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
-        wapc_guest::host_call("kubewarden", "kubernetes", "get_resource", &msg).map_err(|e| {
-            let text = e.to_string();
-            // wapc-guest wraps the host's message; the message alone is what the user needs
-            text.strip_prefix("Host error: ")
-                .unwrap_or(&text)
-                .to_string()
+        get_resource(namespace, name, field_mask, |msg| {
+            wapc_guest::host_call("kubewarden", "kubernetes", "get_resource", msg)
+                .map_err(|e| e.to_string())
         })
+    }
+}
+
+/// One `get_resource` exchange: builds the request the policy server expects, hands it to `call`
+/// (the waPC host call, or a native stand-in in tests), and keeps only the cause of an error
+/// (`call`'s error as wapc-guest displays it).
+pub fn get_resource(
+    namespace: &str,
+    name: &str,
+    field_mask: &str,
+    call: impl FnOnce(&[u8]) -> Result<Vec<u8>, String>,
+) -> Result<Vec<u8>, String> {
+    let req = GetResource {
+        api_version: "v1",
+        kind: "ConfigMap",
+        name,
+        namespace,
+        disable_cache: false,
+        field_masks: [field_mask],
+    };
+    let msg = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
+    call(&msg).map_err(|e| host_error_text(&e))
+}
+
+/// The cause alone, as the user needs it in a short warning: wapc-guest wraps the host's message
+/// (`Host error: `), Kubewarden's evaluator wraps a failed capability (`Callback evaluation
+/// failure: `) and may append a cause chain or backtrace on later lines.
+fn host_error_text(text: &str) -> String {
+    let text = text.strip_prefix("Host error: ").unwrap_or(text);
+    let text = text
+        .strip_prefix("Callback evaluation failure: ")
+        .unwrap_or(text);
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_error_text;
+
+    #[test]
+    fn host_errors_keep_the_cause_only() {
+        assert_eq!(
+            host_error_text(
+                "Host error: Callback evaluation failure: Cannot find v1/ConfigMap named 'x'\n\nStack backtrace:\n  0: ..."
+            ),
+            "Cannot find v1/ConfigMap named 'x'"
+        );
+        assert_eq!(
+            host_error_text(
+                "Host error: Policy has not been granted access to Kubernetes v1/ConfigMap resources."
+            ),
+            "Policy has not been granted access to Kubernetes v1/ConfigMap resources."
+        );
+        assert_eq!(host_error_text("plain"), "plain");
+        assert_eq!(host_error_text(""), "");
     }
 }

@@ -1,11 +1,15 @@
 //! capa-annotator policy: waPC entry points only. The decision lives in [`admission`].
+//!
+//! Built as `policy.wasm` (cdylib) for the policy server, and as a Rust library so the same
+//! decision runs natively in `capa-admin preview` (see `e2e-tests/tests/preview.rs`, which proves
+//! the two give byte-identical answers).
 
-mod admission;
-mod builtin;
-mod host;
-mod lookup;
+pub mod admission;
+pub mod builtin;
+pub mod host;
+pub mod lookup;
 mod request;
-mod settings;
+pub mod settings;
 mod warnings;
 
 use kubewarden_policy_sdk::settings::SettingsValidationResponse;

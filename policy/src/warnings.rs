@@ -4,6 +4,8 @@
 use crate::builtin;
 use crate::lookup::ConfigMapState;
 use crate::settings::{Fallback, Settings};
+use capa_core::annotations::Correction;
+use capa_core::machineset::ACCELERATOR_LABEL;
 use capa_core::table::truncate_for_message as short;
 
 const PREFIX: &str = "capa-annotator:";
@@ -41,17 +43,24 @@ pub fn instance_type_malformed(e: &impl std::fmt::Display) -> String {
     format!("{PREFIX} {e}; capacity annotations not set. Fix providerSpec.value.instanceType")
 }
 
-/// Host and parser errors can be long; the start says what happened.
-fn short_error(e: &str) -> String {
-    const MAX: usize = 60;
-    if e.len() <= MAX {
-        return e.to_string();
+/// Most characters a warning may have (Kubernetes may truncate longer ones).
+pub const MAX_CHARS: usize = 280;
+
+/// At most `max` bytes of `s` (cut at a character boundary), `…` when cut.
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
     }
-    let mut end = MAX;
-    while !e.is_char_boundary(end) {
+    let mut end = max;
+    while !s.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &e[..end])
+    format!("{}…", &s[..end])
+}
+
+/// Host and parser errors can be long; the start says what happened.
+fn short_error(e: &str) -> String {
+    clip(e, 60)
 }
 
 fn configmap(settings: &Settings) -> String {
@@ -112,4 +121,114 @@ pub fn stale_removed(old_type: &str, keys: &[&str]) -> String {
         keys.join(", "),
         short(old_type)
     )
+}
+
+/// Existing capacity values differed from the table and were overwritten: one warning, however
+/// many keys, at most [`MAX_CHARS`] characters (keys that do not fit are counted).
+pub fn corrected(corrections: &[Correction], instance_type: &str) -> String {
+    let head = format!("{PREFIX} corrected ");
+    let tail = format!(" ({})", short(instance_type));
+    let items: Vec<String> = corrections
+        .iter()
+        .map(|c| format!("{} {} → {}", c.key, clip(&c.old, 24), c.new))
+        .collect();
+    let mut body = String::new();
+    for (i, item) in items.iter().enumerate() {
+        let rest = items.len() - i - 1;
+        let more = if rest > 0 {
+            format!(" and {rest} more")
+        } else {
+            String::new()
+        };
+        let sep = if body.is_empty() { "" } else { ", " };
+        let candidate = format!("{body}{sep}{item}");
+        let fits = |b: &str, m: &str| {
+            head.chars().count() + b.chars().count() + m.chars().count() + tail.chars().count()
+                <= MAX_CHARS
+        };
+        if !fits(&candidate, &more) {
+            let left = items.len() - i;
+            body = if body.is_empty() {
+                format!("{left} capacity annotations")
+            } else {
+                format!("{body} and {left} more")
+            };
+            break;
+        }
+        body = candidate;
+    }
+    format!("{head}{body}{tail}")
+}
+
+/// The type has GPUs, and the node template lacks the label by which the OpenShift autoscaler
+/// counts a node group as GPU. Its value must match the ClusterAutoscaler, so it is not invented.
+pub fn accelerator_label_missing(instance_type: &str, gpus: u32) -> String {
+    format!(
+        "{PREFIX} {} has {gpus} GPU{}, but spec.template.spec.metadata.labels lacks {ACCELERATOR_LABEL}: the OpenShift autoscaler will not treat this node group as GPU. Add {ACCELERATOR_LABEL}: <the ClusterAutoscaler's resourceLimits.gpus[].type>",
+        short(instance_type),
+        if gpus == 1 { "" } else { "s" },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use capa_core::annotations::{GPU, MEMORY_MB, VCPU};
+
+    fn c(key: &'static str, old: &str, new: &str) -> Correction {
+        Correction {
+            key,
+            old: old.into(),
+            new: new.into(),
+        }
+    }
+
+    #[test]
+    fn correction_names_each_key_old_and_new() {
+        assert_eq!(
+            corrected(&[c(MEMORY_MB, "32768", "65536")], "m6g.4xlarge"),
+            "capa-annotator: corrected machine.openshift.io/memoryMb 32768 → 65536 (m6g.4xlarge)"
+        );
+        let two = corrected(&[c(VCPU, "16", "4"), c(GPU, "0", "1")], "g5.xlarge");
+        assert_eq!(
+            two,
+            "capa-annotator: corrected machine.openshift.io/vCPU 16 → 4, machine.openshift.io/GPU 0 → 1 (g5.xlarge)"
+        );
+    }
+
+    #[test]
+    fn correction_stays_short_whatever_the_values() {
+        let huge = "9".repeat(1 << 20);
+        let many: Vec<Correction> = capa_core::annotations::CAPACITY_VALUE_KEYS
+            .iter()
+            .map(|k| c(k, &huge, "123456789"))
+            .collect();
+        for n in 1..=many.len() {
+            let w = corrected(&many[..n], "p4d.24xlarge");
+            assert!(
+                w.chars().count() <= MAX_CHARS,
+                "{n}: {} chars: {w}",
+                w.chars().count()
+            );
+            assert!(w.ends_with(" (p4d.24xlarge)"), "{w}");
+            assert!(w.contains("machine.openshift.io/vCPU 999"), "{w}");
+        }
+        let all = corrected(&many, "p4d.24xlarge");
+        assert!(all.contains(" more"), "{all}");
+        let long_type = "x".repeat(5000);
+        assert!(corrected(&many, &long_type).chars().count() <= MAX_CHARS);
+    }
+
+    #[test]
+    fn accelerator_warning_names_label_and_place() {
+        let w = accelerator_label_missing("g5.xlarge", 1);
+        assert!(w.contains("g5.xlarge has 1 GPU,"), "{w}");
+        assert!(
+            w.contains("spec.template.spec.metadata.labels lacks cluster-api/accelerator"),
+            "{w}"
+        );
+        assert!(w.contains("resourceLimits.gpus[].type"), "{w}");
+        assert!(w.chars().count() <= MAX_CHARS, "{}", w.chars().count());
+        assert!(accelerator_label_missing("p4d.24xlarge", 8).contains("8 GPUs"));
+    }
 }

@@ -3,7 +3,7 @@
 //! accept-all (ignores its input) and parse-only (deserialises the ValidationRequest) — measured
 //! interleaved in one run; plus the size of the release module.
 //!
-//! Usage: bench --policy P.wasm --accept-all A.wasm --parse-only B.wasm [--rounds N] [--batch N]
+//! Usage: policy-bench --policy P.wasm --accept-all A.wasm --parse-only B.wasm [--rounds N] [--batch N]
 
 use anyhow::{Context, Result, bail};
 use capa_core::table::{Table, TypeName};

@@ -7,7 +7,7 @@
 //! - peak RSS of the refresher during a refresh (target ≤ 40 MB);
 //! - size of the stripped release binary.
 //!
-//! Usage: refresher_bench --refresher target/release/capa-refresher [--rounds N]
+//! Usage: refresher-bench --refresher target/release/capa-refresher [--rounds N]
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};

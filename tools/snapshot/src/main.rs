@@ -1,10 +1,10 @@
 //! `make snapshot`: regenerates `policy/data/builtin-instance-types.txt` from the pinned moto through
-//! the refresher (see `e2e_tests::snapshot`), and says what changed.
+//! the refresher (see `capa_test_servers::snapshot`), and says what changed.
 
 use anyhow::{Context, Result};
 use capa_core::builtin;
-use e2e_tests::servers::Ec2;
-use e2e_tests::snapshot;
+use capa_test_servers::servers::Ec2;
+use capa_test_servers::snapshot;
 use std::collections::BTreeMap;
 
 fn main() -> Result<()> {

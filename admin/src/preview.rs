@@ -1,0 +1,239 @@
+//! `preview`: each MachineSet through the policy's own decision (`admission::admit`, the code of
+//! `policy.wasm`), as a CREATE at admission, and what it would change.
+
+use crate::input::{MachineSetDoc, Origin};
+use capa_annotator_policy::admission::{self, Outcome, Problem};
+use capa_annotator_policy::lookup::{ConfigMapSource, Source};
+use capa_annotator_policy::settings::Settings;
+use capa_core::annotations::{
+    Correction, GPU, LABELS, MEMORY_MB, UPSTREAM_CPU, UPSTREAM_GPU_COUNT, UPSTREAM_GPU_TYPE,
+    UPSTREAM_MEMORY, VCPU,
+};
+use serde_json::{Value, json};
+
+/// What admission would do to one MachineSet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    WouldChange,
+    AlreadyRight,
+    /// Left alone without a warning (not AWS, deleting, …).
+    Skipped(String),
+    /// Left unchanged with a warning (unknown type, unreadable provider spec, …).
+    NotAnnotated(String),
+}
+
+/// One annotation we own, before and after (`None` = absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub key: &'static str,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// The preview of one MachineSet.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    pub origin: Origin,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub instance_type: Option<String>,
+    pub source: Option<Source>,
+    pub verdict: Verdict,
+    pub changes: Vec<Change>,
+    pub corrections: Vec<Correction>,
+    pub missing_accelerator_label: bool,
+    pub unknown_type: bool,
+    pub warnings: Vec<String>,
+    /// The RFC 6902 patch the policy server would send (empty: none).
+    pub patch: Value,
+}
+
+/// The `ValidationRequest` the policy server sends for a CREATE of `object`.
+pub fn request_payload(object: &Value, settings: &Value) -> Vec<u8> {
+    let meta = |k: &str| object.pointer(&format!("/metadata/{k}")).cloned();
+    let gvk = json!({"group": "machine.openshift.io", "version": "v1beta1", "kind": "MachineSet"});
+    let gvr =
+        json!({"group": "machine.openshift.io", "version": "v1beta1", "resource": "machinesets"});
+    let payload = json!({
+        "settings": settings,
+        "request": {
+            "uid": "capa-admin-preview",
+            "kind": gvk, "requestKind": gvk,
+            "resource": gvr, "requestResource": gvr,
+            "name": meta("name"),
+            "namespace": meta("namespace"),
+            "operation": "CREATE",
+            "userInfo": {"username": "capa-admin"},
+            "object": object,
+            "oldObject": null,
+            "dryRun": true,
+        }
+    });
+    // a Value tree always serialises
+    serde_json::to_vec(&payload).unwrap_or_default()
+}
+
+/// The keys shown: the four we always own; the upstream cpu/memory keys when the setting writes
+/// them or they are there; the upstream GPU keys when there before or after.
+fn shown_keys(settings: &Settings, before: &Value, after: &Value) -> Vec<&'static str> {
+    let present = |o: &Value, key: &str| {
+        o.pointer("/metadata/annotations")
+            .and_then(|a| a.get(key))
+            .is_some()
+    };
+    let mut keys = vec![VCPU, MEMORY_MB, GPU, LABELS];
+    for (key, when_set) in [
+        (UPSTREAM_CPU, true),
+        (UPSTREAM_MEMORY, true),
+        (UPSTREAM_GPU_COUNT, false),
+        (UPSTREAM_GPU_TYPE, false),
+    ] {
+        let written = when_set && settings.upstream_capacity_annotations;
+        if written || present(before, key) || present(after, key) {
+            keys.push(key);
+        }
+    }
+    keys
+}
+
+fn annotation(obj: &Value, key: &str) -> Option<String> {
+    let v = obj.pointer("/metadata/annotations")?.get(key)?;
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+fn problem_text(p: Problem) -> &'static str {
+    match p {
+        Problem::RequestUnparsable => "the admission request cannot be parsed",
+        Problem::SettingsInvalid => "invalid settings",
+        Problem::ProviderSpecUnreadable => "the AWS provider spec cannot be read",
+        Problem::AnnotationsUnreadable => "metadata.annotations is not a map of strings",
+        Problem::InstanceTypeEmpty => "instanceType is empty",
+        Problem::InstanceTypeMalformed => "instanceType is malformed",
+        Problem::UnknownInstanceType => "unknown instance type",
+    }
+}
+
+/// Runs the policy's decision on one MachineSet. `settings_json` is what the policy server would
+/// pass (already validated into `settings`).
+pub fn preview(
+    doc: &MachineSetDoc,
+    settings_json: &Value,
+    settings: &Settings,
+    src: &impl ConfigMapSource,
+) -> Preview {
+    let before = &doc.object;
+    let Outcome {
+        mutated,
+        warnings,
+        report,
+    } = admission::admit(&request_payload(before, settings_json), src);
+    let after = mutated.as_ref().unwrap_or(before);
+    let patch = match &mutated {
+        Some(m) => serde_json::to_value(json_patch::diff(before, m)).unwrap_or(Value::Null),
+        None => json!([]),
+    };
+    let changed = patch.as_array().is_some_and(|p| !p.is_empty());
+    let verdict = if let Some(why) = &report.skipped {
+        Verdict::Skipped(why.to_string())
+    } else if changed {
+        Verdict::WouldChange
+    } else if let Some(p) = report.problem {
+        Verdict::NotAnnotated(problem_text(p).to_string())
+    } else {
+        Verdict::AlreadyRight
+    };
+    let changes = if report.skipped.is_some() {
+        Vec::new()
+    } else {
+        shown_keys(settings, before, after)
+            .into_iter()
+            .map(|key| Change {
+                key,
+                before: annotation(before, key),
+                after: annotation(after, key),
+            })
+            .collect()
+    };
+    let meta = |k: &str| {
+        before
+            .pointer(&format!("/metadata/{k}"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    Preview {
+        origin: doc.origin.clone(),
+        namespace: meta("namespace"),
+        name: meta("name"),
+        instance_type: report.instance_type,
+        source: report.source,
+        verdict,
+        changes,
+        corrections: report.corrections,
+        missing_accelerator_label: report.missing_accelerator_label,
+        unknown_type: report.problem == Some(Problem::UnknownInstanceType),
+        warnings,
+        patch,
+    }
+}
+
+/// The counts of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub read: usize,
+    pub would_change: usize,
+    pub already_right: usize,
+    /// Reason → count, in order of first appearance.
+    pub skipped: Vec<(String, usize)>,
+    pub not_annotated: usize,
+    /// Unknown instance types, each once, in order of first appearance.
+    pub unknown_types: Vec<String>,
+    pub unknown_type_machinesets: usize,
+    /// Existing capacity values that differ from the table, and on how many MachineSets.
+    pub wrong_values: usize,
+    pub wrong_value_machinesets: usize,
+    pub missing_accelerator_label: usize,
+    pub warnings: usize,
+}
+
+impl Summary {
+    pub fn of(previews: &[Preview]) -> Summary {
+        let mut s = Summary {
+            read: previews.len(),
+            ..Summary::default()
+        };
+        for p in previews {
+            match &p.verdict {
+                Verdict::WouldChange => s.would_change += 1,
+                Verdict::AlreadyRight => s.already_right += 1,
+                Verdict::NotAnnotated(_) => s.not_annotated += 1,
+                Verdict::Skipped(why) => match s.skipped.iter_mut().find(|(r, _)| r == why) {
+                    Some((_, n)) => *n += 1,
+                    None => s.skipped.push((why.clone(), 1)),
+                },
+            }
+            if p.unknown_type {
+                s.unknown_type_machinesets += 1;
+                if let Some(t) = &p.instance_type
+                    && !s.unknown_types.contains(t)
+                {
+                    s.unknown_types.push(t.clone());
+                }
+            }
+            if !p.corrections.is_empty() {
+                s.wrong_values += p.corrections.len();
+                s.wrong_value_machinesets += 1;
+            }
+            s.missing_accelerator_label += usize::from(p.missing_accelerator_label);
+            s.warnings += p.warnings.len();
+        }
+        s
+    }
+
+    pub fn skipped_total(&self) -> usize {
+        self.skipped.iter().map(|(_, n)| n).sum()
+    }
+}
