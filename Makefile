@@ -6,7 +6,7 @@ WASM_DIR := $(TARGET_DIR)/$(WASM_TARGET)/policy
 CARGO ?= cargo
 KWCTL ?= kwctl
 
-.PHONY: kubectl image deploy-render all setup test-servers policy.wasm bench-policies test unit e2e lint fmt capa-admin demo bench kwctl-bench snapshot e2e-kwctl clean
+.PHONY: kubectl image deploy-render all setup test-servers policy.wasm bench-policies test unit e2e lint fmt capa-admin demo bench fuzz kwctl-bench snapshot e2e-kwctl clean
 
 all: policy.wasm
 
@@ -78,13 +78,21 @@ demo: capa-admin
 ## bench: the policy's per-request cost as ratios to the accept-all and parse-only baselines and its
 ## size; the refresher's EC2 calls per refresh, wall time vs a bare SDK fetch, peak RSS, binary size
 bench: policy.wasm bench-policies test-servers
-	$(CARGO) run -q --release -p capa-bench --bin policy-bench -- \
+	$(CARGO) run -q --release -p capa-policy-bench -- \
 	  --policy policy.wasm \
 	  --accept-all $(WASM_DIR)/bench_accept_all.wasm \
 	  --parse-only $(WASM_DIR)/bench_parse_only.wasm
 	$(CARGO) build -q --release -p capa-refresher
-	$(CARGO) run -q --release -p capa-bench --bin refresher-bench -- \
+	$(CARGO) run -q --release -p capa-refresher-bench -- \
 	  --refresher $(TARGET_DIR)/release/capa-refresher
+
+## fuzz: the policy's fuzz campaign through the compiled policy.wasm (fresh, memory-limited instance
+## per input); COUNT inputs, SEED to replay a run (default: a new seed, printed first)
+COUNT ?= 10000
+SEED ?=
+FUZZ_PROFILE ?= release
+fuzz: policy.wasm
+	$(CARGO) run -q --profile $(FUZZ_PROFILE) -p capa-fuzz -- --count $(COUNT) $(if $(SEED),--seed $(SEED))
 
 ## kwctl-bench: `kwctl bench` of the built-in path (no cluster access: the host call is denied) and
 ## of the field-masked ConfigMap path (a replay session with one exchange per iteration), next to

@@ -100,7 +100,12 @@ pub fn run_preview(
     opts: &PreviewOptions,
     stdin: &mut dyn std::io::Read,
 ) -> Result<Outcome, InputError> {
-    if opts.inputs.iter().filter(|i| i.path == "-").count() > 1 {
+    let stdin_readers = opts.inputs.iter().filter(|i| i.path == "-").count()
+        + [&opts.settings, &opts.configmap]
+            .iter()
+            .filter(|f| f.as_deref() == Some("-"))
+            .count();
+    if stdin_readers > 1 {
         return Err(InputError("stdin (-) can be read only once".to_string()));
     }
     let (settings_json, settings) = match &opts.settings {

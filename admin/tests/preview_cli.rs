@@ -205,7 +205,7 @@ fn directories_pass_over_other_objects() {
 /// even when other inputs were fine.
 #[test]
 fn unusable_inputs() {
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (
             &["preview", EXAMPLES[0], "no/such.yaml"],
             "capa-admin: no/such.yaml: cannot read: No such file or directory",
@@ -237,6 +237,10 @@ fn unusable_inputs() {
         ),
         (
             &["preview", "-", "-"],
+            "capa-admin: stdin (-) can be read only once",
+        ),
+        (
+            &["preview", "--settings", "-", "-"],
             "capa-admin: stdin (-) can be read only once",
         ),
     ];

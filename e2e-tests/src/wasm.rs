@@ -33,6 +33,26 @@ impl Policy {
         Ok(Policy { pre })
     }
 
+    /// Compiles a module whose instances get at most `max_memory` bytes of linear memory: a
+    /// `memory.grow` past it fails, and the guest's allocator then aborts (a trap). The fuzz
+    /// campaign runs the policy this way, so "uses too much memory" is a failure it sees.
+    pub fn load_with_memory_limit(path: &Path, max_memory: u64) -> Result<Self> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read the policy module {}", path.display()))?;
+        let mut config = wasmtime::Config::new();
+        config
+            .memory_reservation(max_memory)
+            .memory_reservation_for_growth(0)
+            .memory_may_move(false);
+        let engine = wasmtime::Engine::new(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let pre = WasmtimeEngineProviderBuilder::new()
+            .engine(engine)
+            .module_bytes(&bytes)
+            .build_pre()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Policy { pre })
+    }
+
     /// Instantiates the module (running `wapc_init`) with `caps` answering its host calls.
     pub fn instantiate(&self, caps: Arc<dyn HostCapabilities>) -> Result<WapcHost> {
         let engine = self
