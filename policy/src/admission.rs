@@ -170,10 +170,7 @@ fn annotate(
     let opts = Options {
         upstream_capacity: settings.upstream_capacity_annotations,
     };
-    let mut report = Report {
-        instance_type: Some(instance_type.clone()),
-        ..Report::default()
-    };
+    let mut report = Report::default();
     let mut warnings = Vec::new();
     let resolved = match TypeName::parse(&instance_type) {
         Ok(name) => {
@@ -236,6 +233,7 @@ fn annotate(
             None => Vec::new(),
         },
     };
+    report.instance_type = Some(instance_type);
     if edits.is_empty() {
         return Outcome {
             mutated: None,

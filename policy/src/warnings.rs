@@ -132,27 +132,23 @@ pub fn corrected(corrections: &[Correction], instance_type: &str) -> String {
         .iter()
         .map(|c| format!("{} {} → {}", c.key, clip(&c.old, 24), c.new))
         .collect();
-    let mut body = String::new();
-    for (i, item) in items.iter().enumerate() {
+    // the first item always fits (a fixed key, a value clipped to 24 bytes, a number); later ones
+    // while the rest, counted, still fits
+    let mut body = items.first().cloned().unwrap_or_default();
+    for (i, item) in items.iter().enumerate().skip(1) {
         let rest = items.len() - i - 1;
         let more = if rest > 0 {
             format!(" and {rest} more")
         } else {
             String::new()
         };
-        let sep = if body.is_empty() { "" } else { ", " };
-        let candidate = format!("{body}{sep}{item}");
-        let fits = |b: &str, m: &str| {
-            head.chars().count() + b.chars().count() + m.chars().count() + tail.chars().count()
-                <= MAX_CHARS
-        };
-        if !fits(&candidate, &more) {
-            let left = items.len() - i;
-            body = if body.is_empty() {
-                format!("{left} capacity annotations")
-            } else {
-                format!("{body} and {left} more")
-            };
+        let candidate = format!("{body}, {item}");
+        let len = head.chars().count()
+            + candidate.chars().count()
+            + more.chars().count()
+            + tail.chars().count();
+        if len > MAX_CHARS {
+            body = format!("{body} and {} more", items.len() - i);
             break;
         }
         body = candidate;
