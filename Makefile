@@ -6,7 +6,7 @@ WASM_DIR := $(TARGET_DIR)/$(WASM_TARGET)/policy
 CARGO ?= cargo
 KWCTL ?= kwctl
 
-.PHONY: kubectl image deploy-render all setup test-servers policy.wasm bench-policies test unit e2e lint fmt capa-admin demo bench fuzz kwctl-bench snapshot e2e-kwctl clean
+.PHONY: kubectl image deploy-render all setup test-servers policy.wasm bench-policies test unit e2e lint fmt capa-admin demo bench fuzz soak kwctl-bench snapshot e2e-kwctl clean
 
 all: policy.wasm
 
@@ -93,6 +93,15 @@ SEED ?=
 FUZZ_PROFILE ?= release
 fuzz: policy.wasm
 	$(CARGO) run -q --profile $(FUZZ_PROFILE) -p capa-fuzz -- --count $(COUNT) $(if $(SEED),--seed $(SEED))
+
+## soak: the refresher's chaos soak: two real replicas with leader election, the fake API server
+## (policy.wasm as its admission step) and moto behind the EC2 proxy, faults combined at random, the
+## leader SIGKILLed mid-refresh; CYCLES refreshes (default 300), SEED to replay (default: new, printed)
+CYCLES ?= 300
+SOAK_PROFILE ?= dev
+soak: policy.wasm test-servers kubectl
+	$(CARGO) build --profile $(SOAK_PROFILE) -p capa-refresher
+	KUBECTL=$(KUBECTL_BIN) $(CARGO) run -q --profile $(SOAK_PROFILE) -p capa-soak -- --cycles $(CYCLES) $(if $(SEED),--seed $(SEED))
 
 ## kwctl-bench: `kwctl bench` of the built-in path (no cluster access: the host call is denied) and
 ## of the field-masked ConfigMap path (a replay session with one exchange per iteration), next to

@@ -29,6 +29,8 @@ import http.client
 import json
 import secrets
 import signal
+import socket
+import struct
 import sys
 import threading
 import time
@@ -203,7 +205,7 @@ def validate_fault(spec) -> dict:
     if not isinstance(spec, dict):
         raise ValueError("fault must be a JSON object")
     unknown = set(spec) - {
-        "action", "region", "access_key", "status", "code", "message", "count", "delay_ms",
+        "action", "region", "access_key", "status", "code", "message", "count", "delay_ms", "reset",
     }
     if unknown:
         raise ValueError(f"unknown fault fields: {sorted(unknown)}")
@@ -216,8 +218,15 @@ def validate_fault(spec) -> dict:
         raise ValueError("delay_ms must be a non-negative number")
     if not isinstance(count, int) or count < 1:
         raise ValueError("count must be an integer >= 1")
-    if status is None and not delay_ms:
-        raise ValueError("a fault needs a status (error) and/or delay_ms (slow response)")
+    reset = spec.get("reset", False)
+    if not isinstance(reset, bool):
+        raise ValueError("reset must be a boolean")
+    if reset and status is not None:
+        raise ValueError("a reset fault closes the connection: it has no status")
+    if status is None and not delay_ms and not reset:
+        raise ValueError(
+            "a fault needs a status (error), delay_ms (slow response) and/or reset (connection reset)"
+        )
     for key in ("action", "region", "access_key", "code", "message"):
         if spec.get(key) is not None and not isinstance(spec[key], str):
             raise ValueError(f"{key} must be a string")
@@ -236,6 +245,7 @@ def validate_fault(spec) -> dict:
         "message": message if status is not None else None,
         "count": count,
         "delay_ms": delay_ms,
+        "reset": reset,
     }
 
 
@@ -511,6 +521,11 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             mr_logged = None
         entry = {
+            "t": time.time(),
+            # the SDK's id of one operation call, the same for all its retries, and the attempt
+            "invocation": self.headers.get("amz-sdk-invocation-id"),
+            "attempt": self.headers.get("amz-sdk-request"),
+            "fault": None,
             "action": action,
             "region": sig["region"],
             "access_key": sig["access_key"],
@@ -523,8 +538,19 @@ class Handler(BaseHTTPRequestHandler):
         fault = state.take_fault(action, sig["region"], sig["access_key"])
         if fault:
             log(f"fault for {action}: {fault}")
+            entry["fault"] = (
+                "reset" if fault["reset"] else f"status_{fault['status']}_{fault['code']}"
+                if fault["status"] is not None else "slow"
+            )
             if fault["delay_ms"]:
                 time.sleep(fault["delay_ms"] / 1000.0)
+            if fault["reset"]:
+                entry["status"] = "reset"
+                # RST instead of FIN: the client sees "connection reset by peer"
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.close_connection = True
+                self.connection.close()
+                return
             if fault["status"] is not None:
                 entry["status"] = fault["status"]
                 return self.send_ec2_error(fault["status"], fault["code"], fault["message"])

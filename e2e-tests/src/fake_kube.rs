@@ -24,6 +24,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
+/// The user of writes made by the test itself ([`FakeKube::put`], interferences).
+pub const DIRECT_WRITER: &str = "fake-kube:direct";
+
 /// A kind the fake server knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kind {
@@ -192,6 +195,65 @@ pub struct AdmissionRecord {
 /// A mutation of a stored object, run just before the next write to it (simulates a concurrent writer).
 pub type Interference = Box<dyn FnOnce(&mut Value) + Send>;
 
+/// A fault the server injects into the next request(s) it matches.
+#[derive(Debug, Clone)]
+pub struct ApiFault {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`; `None`: any.
+    pub verb: Option<&'static str>,
+    /// The plural (`configmaps`, `machinesets`, `leases`…); `None`: any.
+    pub resource: Option<&'static str>,
+    /// The requesting user (bearer token); `None`: any.
+    pub user: Option<String>,
+    pub effect: ApiFaultEffect,
+    /// How many matching requests it affects.
+    pub count: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiFaultEffect {
+    /// Answer 409 Conflict (writes) as if another client had written first.
+    Conflict,
+    /// Answer 500 InternalError.
+    InternalError,
+    /// Wait this long before serving the request normally (an overloaded API server).
+    Slow(std::time::Duration),
+    /// A watch: serve this many events, then close the stream.
+    CloseWatchAfter(usize),
+    /// A watch: one `ERROR` event with a 410 Expired Status, then close (the resourceVersion is
+    /// too old), as the API server does after its watch cache moved on.
+    WatchGone,
+}
+
+impl ApiFaultEffect {
+    /// A short name for counting faults by kind.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ApiFaultEffect::Conflict => "api_409_conflict",
+            ApiFaultEffect::InternalError => "api_500",
+            ApiFaultEffect::Slow(_) => "api_slow",
+            ApiFaultEffect::CloseWatchAfter(_) => "api_watch_closed",
+            ApiFaultEffect::WatchGone => "api_watch_410_gone",
+        }
+    }
+}
+
+/// A write the server committed, as an observer sees it (under the store's lock, in commit order).
+#[derive(Debug)]
+pub struct Commit<'a> {
+    pub user: &'a str,
+    pub group: &'a str,
+    pub resource: &'a str,
+    pub namespace: Option<&'a str>,
+    pub name: &'a str,
+    /// `ADDED`, `MODIFIED` or `DELETED`.
+    pub event: &'a str,
+    /// The object as stored (the last state for `DELETED`).
+    pub object: &'a Value,
+}
+
+/// Sees every committed write; must not call back into the server.
+pub type CommitObserver = Arc<dyn Fn(&Commit<'_>) + Send + Sync>;
+
 #[derive(Default)]
 struct Store {
     rv: u64,
@@ -202,6 +264,10 @@ struct Store {
     uid: u64,
     hooks: Vec<(&'static Kind, AdmissionHook)>,
     admissions: Vec<AdmissionRecord>,
+    faults: Vec<ApiFault>,
+    /// Faults served, by [`ApiFaultEffect::label`].
+    faults_served: BTreeMap<&'static str, u64>,
+    observers: Vec<CommitObserver>,
 }
 
 struct Shared {
@@ -223,6 +289,7 @@ impl Store {
     }
 
     /// Stores `obj` under `key` with a new resourceVersion and records the watch event.
+    #[allow(clippy::too_many_arguments)]
     fn commit(
         &mut self,
         kind: &'static Kind,
@@ -230,6 +297,7 @@ impl Store {
         mut obj: Value,
         event: &'static str,
         tx: &broadcast::Sender<WatchEvent>,
+        user: &str,
     ) -> Value {
         let rv = self.next_rv();
         if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -245,6 +313,17 @@ impl Store {
             kind: event,
             object: obj.clone(),
         };
+        for o in &self.observers {
+            o(&Commit {
+                user,
+                group: kind.group,
+                resource: kind.plural,
+                namespace: key.2.as_deref(),
+                name: &key.3,
+                event,
+                object: &obj,
+            });
+        }
         if event == "DELETED" {
             self.objects.remove(&key);
         } else {
@@ -253,6 +332,23 @@ impl Store {
         self.history.push(ev.clone());
         let _ = tx.send(ev);
         obj
+    }
+
+    /// Takes the first fault matching a request, counting it as served.
+    fn take_fault(&mut self, verb: &str, resource: &str, user: &str) -> Option<ApiFaultEffect> {
+        let i = self.faults.iter().position(|f| {
+            f.verb.is_none_or(|v| v == verb)
+                && f.resource.is_none_or(|r| r == resource)
+                && f.user.as_deref().is_none_or(|u| u == user)
+        })?;
+        let f = &mut self.faults[i];
+        let effect = f.effect;
+        f.count = f.count.saturating_sub(1);
+        if f.count == 0 {
+            self.faults.remove(i);
+        }
+        *self.faults_served.entry(effect.label()).or_default() += 1;
+        Some(effect)
     }
 }
 
@@ -324,17 +420,36 @@ impl FakeKube {
         self.write_kubeconfig_as(dir, "fake-token")
     }
 
+    /// Writes kubeconfigs for this server from anywhere (it does not borrow the server).
+    pub fn kubeconfig_writer(&self) -> KubeconfigWriter {
+        KubeconfigWriter { url: self.url() }
+    }
+
     /// Writes a kubeconfig whose requests the server records as `user` (the bearer token).
     pub fn write_kubeconfig_as(&self, dir: &Path, user: &str) -> anyhow::Result<PathBuf> {
+        self.kubeconfig_writer().write(dir, user)
+    }
+}
+
+/// See [`FakeKube::kubeconfig_writer`].
+pub struct KubeconfigWriter {
+    url: String,
+}
+
+impl KubeconfigWriter {
+    /// Writes a kubeconfig whose requests the server records as `user` (the bearer token).
+    pub fn write(&self, dir: &Path, user: &str) -> anyhow::Result<PathBuf> {
         let path = dir.join(format!("kubeconfig-{}", user.replace(':', "_")));
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\nusers:\n- name: fake\n  user:\n    token: {user}\n",
-            self.url()
+            self.url
         );
         std::fs::write(&path, text)?;
         Ok(path)
     }
+}
 
+impl FakeKube {
     /// Creates or replaces an object (its apiVersion/kind pick the resource).
     pub fn put(&self, mut obj: Value) -> Value {
         let kind =
@@ -369,7 +484,7 @@ impl FakeKube {
             meta.entry("creationTimestamp")
                 .or_insert_with(|| json!("2026-11-25T00:00:00Z"));
         }
-        store.commit(kind, key, obj, event, &self.shared.events)
+        store.commit(kind, key, obj, event, &self.shared.events, DIRECT_WRITER)
     }
 
     /// A stored object.
@@ -419,6 +534,27 @@ impl FakeKube {
     /// Every admission run so far.
     pub fn admissions(&self) -> Vec<AdmissionRecord> {
         self.shared.lock().admissions.clone()
+    }
+
+    /// Queues a fault for the next matching request(s).
+    pub fn inject(&self, fault: ApiFault) {
+        self.shared.lock().faults.push(fault);
+    }
+
+    /// Drops every queued fault.
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+
+    /// Faults served so far, by kind.
+    pub fn faults_served(&self) -> BTreeMap<&'static str, u64> {
+        self.shared.lock().faults_served.clone()
+    }
+
+    /// Calls `observer` on every write committed from now on (in commit order, under the
+    /// store's lock: it must not call back into the server).
+    pub fn observe_commits(&self, observer: CommitObserver) {
+        self.shared.lock().observers.push(observer);
     }
 
     /// Every request served so far.
@@ -616,14 +752,35 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         namespace: t.namespace.clone(),
         name: t.name.clone(),
     });
+    let fault = shared.lock().take_fault(verb, t.kind.plural, &user);
+    let mut watch_fault = None;
+    match fault {
+        Some(ApiFaultEffect::Slow(d)) => tokio::time::sleep(d).await,
+        Some(ApiFaultEffect::Conflict) => {
+            return conflict(&t, t.name.as_deref().unwrap_or_default());
+        }
+        Some(ApiFaultEffect::InternalError) => {
+            return status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "Internal error occurred: injected by the fake API server".to_string(),
+                t.name.as_deref(),
+                t.kind.plural,
+            );
+        }
+        Some(w @ (ApiFaultEffect::CloseWatchAfter(_) | ApiFaultEffect::WatchGone)) => {
+            watch_fault = Some(w)
+        }
+        None => {}
+    }
     match verb {
-        "watch" => watch_stream(shared, t, q),
+        "watch" => watch_stream(shared, t, q, watch_fault),
         "get" => get(&shared, &t),
         "list" => list(&shared, &t),
         "create" => create(&shared, &t, &body, &user),
         "update" => update(&shared, &t, &body, &user),
         "patch" => patch(&shared, &t, &headers, &body, &user),
-        _ => delete(&shared, &t),
+        _ => delete(&shared, &t, &user),
     }
 }
 
@@ -789,7 +946,7 @@ fn interfere(store: &mut Store, kind: &'static Kind, k: &Key, tx: &broadcast::Se
         let (_, f) = store.interferences.remove(i);
         if let Some(mut current) = store.objects.get(k).cloned() {
             f(&mut current);
-            store.commit(kind, k.clone(), current, "MODIFIED", tx);
+            store.commit(kind, k.clone(), current, "MODIFIED", tx, DIRECT_WRITER);
         }
     }
 }
@@ -991,7 +1148,7 @@ fn finish(
             return Ok(with_warnings(ok_json(StatusCode::OK, current), &warnings));
         }
     }
-    let stored = store.commit(t.kind, k, object, event, &shared.events);
+    let stored = store.commit(t.kind, k, object, event, &shared.events, user);
     let code = if event == "ADDED" {
         created
     } else {
@@ -1022,18 +1179,23 @@ fn with_warnings(mut r: Response, warnings: &[String]) -> Response {
     r
 }
 
-fn delete(shared: &Shared, t: &Target) -> Response {
+fn delete(shared: &Shared, t: &Target, user: &str) -> Response {
     let name = t.name.clone().unwrap_or_default();
     let k = key(t, &name);
     let mut store = shared.lock();
     let Some(current) = store.objects.get(&k).cloned() else {
         return not_found(t, &name);
     };
-    let stored = store.commit(t.kind, k, current, "DELETED", &shared.events);
+    let stored = store.commit(t.kind, k, current, "DELETED", &shared.events, user);
     ok_json(StatusCode::OK, &stored)
 }
 
-fn watch_stream(shared: Arc<Shared>, t: Target, q: BTreeMap<String, String>) -> Response {
+fn watch_stream(
+    shared: Arc<Shared>,
+    t: Target,
+    q: BTreeMap<String, String>,
+    fault: Option<ApiFaultEffect>,
+) -> Response {
     let mut rx = shared.events.subscribe();
     let since: u64 = q
         .get("resourceVersion")
@@ -1076,9 +1238,29 @@ fn watch_stream(shared: Arc<Shared>, t: Target, q: BTreeMap<String, String>) -> 
     let mut last = initial.iter().map(|e| e.rv).max().unwrap_or(since);
     let line =
         |e: &WatchEvent| Bytes::from(format!("{}\n", json!({"type": e.kind, "object": e.object})));
+    let close_after = match fault {
+        Some(ApiFaultEffect::CloseWatchAfter(n)) => Some(n),
+        _ => None,
+    };
+    let gone = fault == Some(ApiFaultEffect::WatchGone);
     let stream = async_stream::stream! {
+        if gone {
+            let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                "status": "Failure", "reason": "Expired", "code": 410,
+                "message": format!("too old resource version: {since}")});
+            yield Ok::<Bytes, std::io::Error>(Bytes::from(format!("{}\n", json!({"type": "ERROR", "object": status}))));
+            return;
+        }
+        let mut served = 0usize;
         for e in &initial {
+            if close_after.is_some_and(|n| served >= n) {
+                return;
+            }
+            served += 1;
             yield Ok::<Bytes, std::io::Error>(line(e));
+        }
+        if close_after.is_some_and(|n| served >= n) {
+            return;
         }
         let deadline = tokio::time::sleep(std::time::Duration::from_secs(timeout));
         tokio::pin!(deadline);
@@ -1087,6 +1269,10 @@ fn watch_stream(shared: Arc<Shared>, t: Target, q: BTreeMap<String, String>) -> 
                 _ = &mut deadline => break,
                 r = rx.recv() => match r {
                     Ok(e) if e.rv > last && relevant(&e, &t) => {
+                        if close_after.is_some_and(|n| served >= n) {
+                            break;
+                        }
+                        served += 1;
                         last = e.rv;
                         yield Ok(line(&e));
                     }

@@ -19,7 +19,7 @@ pub mod wasm;
 
 /// moto + proxy processes and the built-in table pipeline live in their own light crate (also used
 /// by tools/snapshot).
-pub use capa_test_servers::{servers, snapshot};
+pub use capa_test_servers::{rng, servers, snapshot};
 
 pub use capabilities::{FixedAnswer, HostCapabilities, NoCluster, ReplaySession};
 pub use evaluation::{Evaluation, evaluate, validate_settings};

@@ -1,4 +1,5 @@
-//! Kubernetes objects the end-to-end tests put into the fake API server.
+//! Kubernetes objects the end-to-end tests put into the fake API server, what they read back from
+//! them, and the refresher process they run against it.
 
 use serde_json::{Value, json};
 
@@ -37,4 +38,34 @@ pub fn infrastructure(ec2_endpoint: &str) -> Value {
         "status": {"platformStatus": {"type": "AWS", "aws": {"region": "eu-west-3",
             "serviceEndpoints": [{"name": "ec2", "url": ec2_endpoint}]}}}
     })
+}
+
+/// A MachineSet's capacity annotations (vCPU, memoryMb, GPU, labels); `<absent>` for a missing one.
+pub fn capacity_annotations(ms: &Value) -> [String; 4] {
+    let a = &ms["metadata"]["annotations"];
+    let get = |k: &str| a[k].as_str().unwrap_or("<absent>").to_string();
+    [
+        get("machine.openshift.io/vCPU"),
+        get("machine.openshift.io/memoryMb"),
+        get("machine.openshift.io/GPU"),
+        get("capacity.cluster-autoscaler.kubernetes.io/labels"),
+    ]
+}
+
+/// The refresher binary as the tests run it: Kubernetes from `kubeconfig`, `HOME` in the test's
+/// scratch directory, info logs, and none of the AWS environment of whoever runs the tests (only
+/// the Secrets may supply credentials).
+pub fn refresher_command(
+    kubeconfig: &std::path::Path,
+    home: &std::path::Path,
+) -> std::process::Command {
+    let mut c = std::process::Command::new(crate::paths::refresher_bin());
+    c.env("KUBECONFIG", kubeconfig)
+        .env("HOME", home)
+        .env("RUST_LOG", "info")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_REGION");
+    c
 }

@@ -49,21 +49,14 @@ impl Cluster {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(paths::refresher_bin());
+        let mut c = e2e_tests::objects::refresher_command(&self.kubeconfig, &self.dir);
         // no policy runs in these tests (unless one installs an admission step): a re-admission
         // never changes the annotations, so no second try unless the test asks for one
         if !args.contains(&"--readmit-retry-after") {
             c.args(["--readmit-retry-after", "0s"]);
         }
         c.args(args)
-            .args(["--metrics-bind-address", "0", "--health-addr", "0"])
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("HOME", &self.dir)
-            .env("RUST_LOG", "info")
-            .env_remove("AWS_ACCESS_KEY_ID")
-            .env_remove("AWS_SECRET_ACCESS_KEY")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_REGION");
+            .args(["--metrics-bind-address", "0", "--health-addr", "0"]);
         c
     }
 
@@ -442,6 +435,100 @@ fn a_lease_left_by_another_holder_is_taken_over_whatever_its_clock() {
     })
     .expect("the abandoned lease was taken over");
     assert_eq!(holder["spec"]["leaseTransitions"], 1);
+}
+
+/// A leader that died mid-scan had recorded the scan in the Lease first: the replica that takes
+/// over waits out `--min-region-scan-interval` for that region before it scans it (and records its
+/// own scans in turn), while a region the old leader did not scan is scanned at once. A 409
+/// Conflict on its own renewal does not make the new leader step down.
+#[test]
+fn a_new_leader_keeps_to_the_scan_interval_its_predecessor_recorded() {
+    use e2e_tests::fake_kube::{ApiFault, ApiFaultEffect};
+    let c = Cluster::new();
+    c.secret("aws-creds", "AKIAE2E", "s");
+    c.machineset("w1", "eu-west-3", "m5.large", "aws-creds");
+    c.machineset("w2", "us-east-1", "m5.large", "aws-creds");
+    let now = Command::new("date")
+        .args(["-u", "+%s.%N %Y-%m-%dT%H:%M:%S.%6NZ"])
+        .output()
+        .unwrap();
+    let now = String::from_utf8(now.stdout).unwrap();
+    let (epoch, rfc3339) = now.trim().split_once(' ').unwrap();
+    let recorded_at: f64 = epoch.parse().unwrap();
+    let scans = json!({"eu-west-3": rfc3339}).to_string();
+    c.kube.put(json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "capa-refresher", "namespace": NS,
+                     "annotations": {"capa-annotator.io/region-scans": scans}},
+        "spec": {"holderIdentity": "dead-leader", "leaseDurationSeconds": 2,
+                 "renewTime": rfc3339}
+    }));
+    let _refresher = c.spawn(&[
+        "--leader-elect",
+        "--leader-elect-lease-duration",
+        "3s",
+        "--min-region-scan-interval",
+        "15s",
+    ]);
+    let lease = || {
+        c.kube
+            .get(
+                "coordination.k8s.io/v1",
+                "Lease",
+                Some(NS),
+                "capa-refresher",
+            )
+            .unwrap()
+    };
+    wait_for(Duration::from_secs(30), || {
+        (lease()["spec"]["holderIdentity"] != "dead-leader").then_some(())
+    })
+    .expect("the lease was taken over");
+    // a conflict on its own renewal: retried, not taken for lost leadership
+    c.kube.inject(ApiFault {
+        verb: Some("update"),
+        resource: Some("leases"),
+        user: None,
+        effect: ApiFaultEffect::Conflict,
+        count: 1,
+    });
+    let first_scan = |region: &str| {
+        c.ec2
+            .calls()
+            .unwrap()
+            .into_iter()
+            .find(|call| call["action"] == "DescribeInstanceTypes" && call["region"] == region)
+    };
+    let us = wait_for(Duration::from_secs(60), || first_scan("us-east-1"))
+        .expect("the region the old leader did not scan is scanned at once");
+    let eu = wait_for(Duration::from_secs(60), || first_scan("eu-west-3"))
+        .expect("the recorded region is scanned once the interval has passed");
+    let eu_at = eu["t"].as_f64().unwrap();
+    assert!(
+        eu_at >= recorded_at + 15.0,
+        "eu-west-3 scanned {:.1}s after the previous leader's scan, less than the 15 s minimum",
+        eu_at - recorded_at
+    );
+    assert!(us["t"].as_f64().unwrap() < eu_at);
+    assert_eq!(c.kube.faults_served().get("api_409_conflict"), Some(&1));
+    let holder = lease()["spec"]["holderIdentity"].clone();
+    let renewed = lease()["spec"]["renewTime"].clone();
+    wait_for(Duration::from_secs(10), || {
+        (lease()["spec"]["renewTime"] != renewed).then_some(())
+    })
+    .expect("the leader kept renewing after the conflict");
+    let l = lease();
+    assert_eq!(l["spec"]["holderIdentity"], holder);
+    assert_eq!(l["spec"]["leaseTransitions"], 1, "{l}");
+    // its own scans are recorded for the next leader
+    let recorded: Value = serde_json::from_str(
+        l["metadata"]["annotations"]["capa-annotator.io/region-scans"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(recorded.get("us-east-1").is_some(), "{recorded}");
+    assert_ne!(recorded["eu-west-3"], json!(rfc3339), "{recorded}");
 }
 
 /// The policy server caches ConfigMap reads for 5 s, so the policy may answer a re-admission from

@@ -15,7 +15,7 @@ use e2e_tests::objects;
 use e2e_tests::servers::{self, Ec2, Process, wait_for};
 use e2e_tests::{Policy, paths};
 use serde_json::{Value, json};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,24 +32,15 @@ fn refresher_user() -> String {
     format!("system:serviceaccount:{REFRESHER_NS}:{REFRESHER_SA}")
 }
 
-fn annotations(ms: &Value) -> (String, String, String, String) {
-    let a = &ms["metadata"]["annotations"];
-    let get = |k: &str| a[k].as_str().unwrap_or("<absent>").to_string();
-    (
-        get("machine.openshift.io/vCPU"),
-        get("machine.openshift.io/memoryMb"),
-        get("machine.openshift.io/GPU"),
-        get("capacity.cluster-autoscaler.kubernetes.io/labels"),
-    )
-}
+use objects::capacity_annotations as annotations;
 
-fn expect(v: &str, m: &str, g: &str, arch: &str) -> (String, String, String, String) {
-    (
+fn expect(v: &str, m: &str, g: &str, arch: &str) -> [String; 4] {
+    [
         v.into(),
         m.into(),
         g.into(),
         format!("kubernetes.io/arch={arch}"),
-    )
+    ]
 }
 
 #[test]
@@ -122,18 +113,11 @@ fn refresher_and_policy_annotate_machinesets_like_in_a_cluster() {
     .collect();
     assert!(args.iter().any(|a| a == "--leader-elect"), "{args:?}");
     let kubeconfig = kube.write_kubeconfig_as(&dir, &refresher_user()).unwrap();
-    let child = Command::new(paths::refresher_bin())
+    let child = objects::refresher_command(&kubeconfig, &dir)
         .args(&args)
         .args(["--metrics-bind-address", "0", "--health-addr", "0"])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("HOME", &dir)
         .env("POD_NAME", "capa-refresher-0")
         .env("POD_NAMESPACE", REFRESHER_NS)
-        .env("RUST_LOG", "info")
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_REGION")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -249,7 +233,7 @@ fn refresher_and_policy_annotate_machinesets_like_in_a_cluster() {
         .unwrap(),
     )
     .unwrap();
-    assert_eq!(annotations(&created).0, "<absent>", "{created}");
+    assert_eq!(annotations(&created)[0], "<absent>", "{created}");
     let at_creation = kube
         .admissions()
         .into_iter()

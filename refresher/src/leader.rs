@@ -3,17 +3,30 @@
 //! Like client-go, another holder's lease is judged expired on this process's own monotonic clock
 //! (how long its record has stayed unchanged since we first saw it), never by comparing its
 //! `renewTime` with our wall clock: nodes with skewed clocks cannot both lead.
+//!
+//! Never two leaders: the holder stops at the latest 2/3 of a lease duration after the *start* of
+//! its last successful renewal (the API server wrote the record after that instant), while
+//! another replica takes over only once the record it saw stayed unchanged for a whole lease
+//! duration. A request of the old leader still in flight then has a third of the duration to land.
+//!
+//! The Lease also carries the leader's region scans (`capa-annotator.io/region-scans`, written
+//! before a scan starts), so that a new leader keeps to `--min-region-scan-interval` after a
+//! leader that died mid-scan.
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::{Api, Client};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 pub const LEASE_NAME: &str = "capa-refresher";
+
+/// Lease annotation: `{"<region>": "<RFC 3339 time the last scan started>"}`.
+pub const REGION_SCANS_ANNOTATION: &str = "capa-annotator.io/region-scans";
 
 pub struct LeaderElector {
     api: Api<Lease>,
@@ -116,7 +129,10 @@ impl LeaderElector {
             .await
         {
             Ok(_) => Ok(true),
-            Err(e) if crate::cluster::is_conflict(&e) => Ok(false),
+            // someone else took it first
+            Err(e) if !mine && crate::cluster::is_conflict(&e) => Ok(false),
+            // our own renewal raced another write of the lease (our scan record, or a takeover):
+            // the next attempt reads it again and sees who holds it
             Err(e) => Err(e),
         }
     }
@@ -130,14 +146,16 @@ impl LeaderElector {
         }
     }
 
-    /// Waits until this process holds the lease (or `stop`).
-    pub async fn acquire(&self, stop: &CancellationToken) -> bool {
+    /// Waits until this process holds the lease (or `stop`: `None`); returns when the successful
+    /// attempt started (see [`keep`](Self::keep)).
+    pub async fn acquire(&self, stop: &CancellationToken) -> Option<tokio::time::Instant> {
         let retry = (self.duration / 4).max(Duration::from_secs(1));
         loop {
+            let started = tokio::time::Instant::now();
             match self.attempt().await {
                 Ok(true) => {
                     tracing::info!(identity = %self.identity, lease = LEASE_NAME, "became leader");
-                    return true;
+                    return Some(started);
                 }
                 Ok(false) => {
                     tracing::info!(lease = LEASE_NAME, "another replica is leader; waiting")
@@ -145,41 +163,138 @@ impl LeaderElector {
                 Err(e) => tracing::warn!(error = %e, "leader election failed; retrying"),
             }
             tokio::select! {
-                _ = stop.cancelled() => return false,
+                _ = stop.cancelled() => return None,
                 _ = tokio::time::sleep(retry) => {}
             }
         }
     }
 
-    /// Renews the lease until `stop`; cancels `stop` when leadership is lost or could not be
-    /// renewed within 2/3 of the lease duration (before another replica may take it).
-    pub async fn keep(&self, stop: CancellationToken) {
-        let period = (self.duration / 6).max(Duration::from_secs(1));
+    /// Renews the lease until `stop`; cancels `stop` when leadership is lost, or when 2/3 of the
+    /// lease duration passed since the start of the last successful renewal (`renewed`: of the
+    /// acquisition at first), whatever a pending attempt is doing.
+    pub async fn keep(&self, stop: CancellationToken, mut renewed: tokio::time::Instant) {
+        // several attempts fit in the renew deadline, short leases included
+        let period = (self.duration / 6).max(Duration::from_millis(100));
         let deadline = self.duration * 2 / 3;
-        let mut last_ok = tokio::time::Instant::now();
         loop {
+            let give_up = renewed + deadline;
             tokio::select! {
                 _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(give_up) => break,
                 _ = tokio::time::sleep(period) => {}
             }
-            match self.attempt().await {
-                Ok(true) => last_ok = tokio::time::Instant::now(),
+            let started = tokio::time::Instant::now();
+            let result = tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(give_up) => break,
+                r = self.attempt() => r,
+            };
+            match result {
+                Ok(true) => renewed = started,
                 Ok(false) => {
                     tracing::error!("leadership lost to another replica; stopping");
                     stop.cancel();
                     return;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot renew the lease");
-                    if last_ok.elapsed() >= deadline {
-                        tracing::error!("lease not renewed within its renew deadline; stopping");
-                        stop.cancel();
-                        return;
-                    }
-                }
+                Err(e) => tracing::warn!(error = %e, "cannot renew the lease"),
             }
         }
+        tracing::error!("lease not renewed within its renew deadline; stopping");
+        stop.cancel();
     }
+
+    /// The region scans the Lease records (see the module doc), as times on this process's
+    /// monotonic clock; a time ahead of our wall clock (skew) counts as now.
+    pub async fn recorded_scans(&self) -> Result<BTreeMap<String, Instant>, kube::Error> {
+        let lease = self.api.get(LEASE_NAME).await?;
+        let now_wall = SystemTime::now();
+        let now = Instant::now();
+        let text = lease
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REGION_SCANS_ANNOTATION));
+        Ok(parse_scans(text.map(String::as_str))
+            .into_iter()
+            .map(|(region, at)| {
+                let ago = now_wall.duration_since(at).unwrap_or(Duration::ZERO);
+                (region, now.checked_sub(ago).unwrap_or(now))
+            })
+            .collect())
+    }
+
+    /// Records in the Lease that `regions` are scanned now, before the scan starts. Fails when
+    /// this process no longer holds the lease.
+    pub async fn record_scans(&self, regions: &BTreeSet<String>) -> Result<(), String> {
+        let limit = (self.duration / 4).max(Duration::from_secs(1));
+        let attempt = async {
+            for _ in 0..3 {
+                let mut lease = self.api.get(LEASE_NAME).await.map_err(|e| e.to_string())?;
+                let holder = lease
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.holder_identity.as_deref());
+                if holder != Some(self.identity.as_str()) {
+                    return Err(format!(
+                        "the lease is held by {holder:?}, not by this replica"
+                    ));
+                }
+                let annotations = lease
+                    .metadata
+                    .annotations
+                    .get_or_insert_with(Default::default);
+                let mut scans =
+                    parse_scans(annotations.get(REGION_SCANS_ANNOTATION).map(String::as_str));
+                let now = SystemTime::now();
+                for r in regions {
+                    scans.insert(r.clone(), now);
+                }
+                annotations.insert(REGION_SCANS_ANNOTATION.to_string(), format_scans(&scans));
+                match self
+                    .api
+                    .replace(LEASE_NAME, &PostParams::default(), &lease)
+                    .await
+                {
+                    Ok(_) => return Ok(()),
+                    Err(e) if crate::cluster::is_conflict(&e) => continue,
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            Err("the lease kept changing (409 Conflict three times)".to_string())
+        };
+        match tokio::time::timeout(limit, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {}s", limit.as_secs())),
+        }
+    }
+}
+
+/// The annotation's value; entries that do not parse are dropped (they only delay nothing).
+fn parse_scans(text: Option<&str>) -> BTreeMap<String, SystemTime> {
+    let map: BTreeMap<String, String> = text
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_default();
+    map.into_iter()
+        .filter_map(|(region, at)| {
+            let ts: Timestamp = at.parse().ok()?;
+            let secs = u64::try_from(ts.as_second()).ok()?;
+            let t = SystemTime::UNIX_EPOCH
+                + Duration::from_secs(secs)
+                + Duration::from_nanos(u64::try_from(ts.subsec_nanosecond()).unwrap_or(0));
+            Some((region, t))
+        })
+        .collect()
+}
+
+fn format_scans(scans: &BTreeMap<String, SystemTime>) -> String {
+    let map: BTreeMap<&String, String> = scans
+        .iter()
+        .filter_map(|(region, at)| {
+            let ts = Timestamp::try_from(*at).ok()?;
+            Some((region, ts.to_string()))
+        })
+        .collect();
+    serde_json::to_string(&map).unwrap_or_else(|_| "{}".to_string())
 }
 
 /// Another holder's lease is expired once its record stayed unchanged for longer than its duration.
@@ -190,6 +305,19 @@ fn lease_expired(unchanged_for: Duration, lease_duration_seconds: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn region_scans_round_trip_and_garbage_is_dropped() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_626_400_123);
+        let scans = BTreeMap::from([("eu-west-3".to_string(), t)]);
+        let text = format_scans(&scans);
+        assert_eq!(text, r#"{"eu-west-3":"2025-12-01T22:00:00.123Z"}"#);
+        assert_eq!(parse_scans(Some(&text)), scans);
+        assert!(parse_scans(Some("not json")).is_empty());
+        assert!(parse_scans(None).is_empty());
+        let mixed = parse_scans(Some(r#"{"a":"yesterday","b":"2025-12-01T22:00:00Z"}"#));
+        assert_eq!(mixed.len(), 1);
+    }
 
     #[test]
     fn expiry_boundary() {

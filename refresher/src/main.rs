@@ -66,13 +66,10 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
         stale_after: cfg.refresh_interval / 2,
         readmit_retry_after: Some(cfg.readmit_retry_after).filter(|d| !d.is_zero()),
     };
-    let refresher = Arc::new(refresh::Refresher::new(
-        client.clone(),
-        opts,
-        metrics.clone(),
-    ));
+    let refresher = refresh::Refresher::new(client.clone(), opts, metrics.clone());
 
     if cfg.once || cfg.dry_run {
+        let refresher = refresher;
         let report = refresher.refresh(None).await?;
         for (region, why) in &report.regions_failed {
             tracing::error!(region, reason = %why, "region not refreshed");
@@ -135,6 +132,7 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     }
     health.set_ready(true);
 
+    let mut ledger = None;
     if cfg.leader_elect {
         let identity = std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
@@ -145,13 +143,16 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
             identity,
             cfg.leader_elect_lease_duration,
         ));
-        if !elector.acquire(&stop).await {
+        let Some(acquired) = elector.acquire(&stop).await else {
             return Ok(ExitCode::SUCCESS);
-        }
+        };
         let keeper = elector.clone();
         let keep_stop = stop.clone();
-        tokio::spawn(async move { keeper.keep(keep_stop).await });
+        tokio::spawn(async move { keeper.keep(keep_stop, acquired).await });
+        ledger = Some(elector);
     }
+    let refresher = Arc::new(refresher.with_scan_limit(cfg.min_region_scan_interval, ledger));
+    refresher.load_recorded_scans().await;
     service::run(
         refresher,
         cfg.refresh_interval,

@@ -1,5 +1,6 @@
-//! At most one scan per region per interval (10 minutes by default) for on-demand refreshes,
-//! failures included, so that a failing AWS is not hammered.
+//! At most one scan per region per interval (10 minutes by default), failures included, so that
+//! a failing AWS is not hammered: on-demand and scheduled refreshes alike, and across replicas
+//! (the leader records its scans in the Lease before it makes them, see `leader.rs`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -18,21 +19,19 @@ impl RegionRateLimiter {
         }
     }
 
-    /// `Ok` and records the attempt if the region may be scanned now; else how long to wait.
-    pub fn try_acquire(&mut self, region: &str, now: Instant) -> Result<(), Duration> {
-        if let Some(at) = self.last.get(region) {
-            let elapsed = now.saturating_duration_since(*at);
-            if elapsed < self.min_interval {
-                return Err(self.min_interval - elapsed);
-            }
+    /// Records a scan made at `at` (e.g. by the previous leader).
+    pub fn record(&mut self, region: &str, at: Instant) {
+        let slot = self.last.entry(region.to_string()).or_insert(at);
+        if at > *slot {
+            *slot = at;
         }
-        self.last.insert(region.to_string(), now);
-        Ok(())
     }
 
-    /// Records a scan made outside the limiter (the scheduled full refresh).
-    pub fn record(&mut self, region: &str, now: Instant) {
-        self.last.insert(region.to_string(), now);
+    /// How long `region` must wait before it may be scanned; `None`: now.
+    pub fn wait(&self, region: &str, now: Instant) -> Option<Duration> {
+        let at = self.last.get(region)?;
+        let elapsed = now.saturating_duration_since(*at);
+        (elapsed < self.min_interval).then(|| self.min_interval - elapsed)
     }
 }
 
@@ -44,23 +43,23 @@ mod tests {
     fn one_scan_per_interval_per_region() {
         let t0 = Instant::now();
         let mut l = RegionRateLimiter::new(Duration::from_secs(600));
-        assert!(l.try_acquire("eu-west-3", t0).is_ok());
+        assert_eq!(l.wait("eu-west-3", t0), None);
+        l.record("eu-west-3", t0);
         assert_eq!(
-            l.try_acquire("eu-west-3", t0 + Duration::from_secs(60)),
-            Err(Duration::from_secs(540))
+            l.wait("eu-west-3", t0 + Duration::from_secs(60)),
+            Some(Duration::from_secs(540))
         );
-        assert!(
-            l.try_acquire("us-east-1", t0).is_ok(),
-            "regions are independent"
+        assert_eq!(l.wait("us-east-1", t0), None, "regions are independent");
+        assert_eq!(l.wait("eu-west-3", t0 + Duration::from_secs(600)), None);
+        // the previous leader's older record does not move a newer one back
+        l.record("eu-west-3", t0 - Duration::from_secs(100));
+        assert_eq!(
+            l.wait("eu-west-3", t0 + Duration::from_secs(4)),
+            Some(Duration::from_secs(596))
         );
-        assert!(
-            l.try_acquire("eu-west-3", t0 + Duration::from_secs(600))
-                .is_ok()
-        );
-        l.record("ap-south-1", t0);
-        assert!(
-            l.try_acquire("ap-south-1", t0 + Duration::from_secs(1))
-                .is_err()
-        );
+        // a zero interval never limits (--once)
+        let mut free = RegionRateLimiter::new(Duration::ZERO);
+        free.record("x", t0);
+        assert_eq!(free.wait("x", t0), None);
     }
 }

@@ -4,8 +4,10 @@
 use crate::cluster;
 use crate::credentials::AwsCredentials;
 use crate::ec2::{Ec2, Ec2Error, FailureKind};
+use crate::leader::LeaderElector;
 use crate::metrics::Metrics;
 use crate::plan::{self, ObjectRef, RegionPlan, SecretRef, Skipped};
+use crate::rate_limit::RegionRateLimiter;
 use crate::readmit::{self, Decision};
 use crate::region_cache::{self, RegionCache};
 use crate::table_store::{TableStore, WriteOutcome};
@@ -24,6 +26,9 @@ pub struct Report {
     pub regions_ok: BTreeSet<String>,
     /// Regions that could not be scanned, with why.
     pub regions_failed: BTreeMap<String, String>,
+    /// Regions not scanned because they were scanned less than `--min-region-scan-interval` ago
+    /// (by this replica or the previous leader), with how long they still wait.
+    pub regions_postponed: BTreeMap<String, Duration>,
     /// Secrets that could not be used (missing, no keys, rejected by AWS), with why.
     pub secrets_failed: BTreeMap<SecretRef, String>,
     pub instance_types_fetched: usize,
@@ -86,16 +91,62 @@ pub struct Refresher {
     opts: Options,
     metrics: Arc<Metrics>,
     regions: Mutex<RegionCache>,
+    /// When each region was last scanned (see `rate_limit.rs`).
+    scans: Mutex<RegionRateLimiter>,
+    /// Where scans are recorded for the next leader (leader election only).
+    ledger: Option<Arc<LeaderElector>>,
 }
 
 impl Refresher {
+    /// A refresher that scans every region it is asked to (`--once`, `--dry-run`).
     pub fn new(client: Client, opts: Options, metrics: Arc<Metrics>) -> Self {
         Refresher {
             client,
             opts,
             metrics,
             regions: Mutex::new(RegionCache::default()),
+            scans: Mutex::new(RegionRateLimiter::new(Duration::ZERO)),
+            ledger: None,
         }
+    }
+
+    /// At most one scan per region per `min_interval`; with `ledger`, recorded in the Lease
+    /// before each scan (a refresh whose scans cannot be recorded scans nothing).
+    pub fn with_scan_limit(
+        mut self,
+        min_interval: Duration,
+        ledger: Option<Arc<LeaderElector>>,
+    ) -> Self {
+        self.scans = Mutex::new(RegionRateLimiter::new(min_interval));
+        self.ledger = ledger;
+        self
+    }
+
+    /// Takes over the scans the previous leader recorded in the Lease.
+    pub async fn load_recorded_scans(&self) {
+        let Some(ledger) = &self.ledger else {
+            return;
+        };
+        match ledger.recorded_scans().await {
+            Ok(scans) => {
+                let mut limiter = self.scans.lock().await;
+                for (region, at) in &scans {
+                    limiter.record(region, *at);
+                }
+                if !scans.is_empty() {
+                    tracing::info!(regions = ?scans.keys().collect::<Vec<_>>(), "region scans recorded by the previous leader taken over");
+                }
+            }
+            // the first scans then go ahead: at worst one early scan per region
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the region scans recorded in the Lease")
+            }
+        }
+    }
+
+    /// How long `region` must wait before it may be scanned; `None`: now.
+    pub async fn scan_wait(&self, region: &str) -> Option<Duration> {
+        self.scans.lock().await.wait(region, Instant::now())
     }
 
     pub fn client(&self) -> &Client {
@@ -118,6 +169,7 @@ impl Refresher {
                     result = r.result_label(),
                     regions_ok = ?r.regions_ok,
                     regions_failed = ?r.regions_failed,
+                    regions_postponed = ?r.regions_postponed.keys().collect::<Vec<_>>(),
                     fetched = r.instance_types_fetched,
                     table = r.table_size,
                     written = r.written,
@@ -166,10 +218,11 @@ impl Refresher {
         }
 
         let mut report = Report::default();
+        let due = self.due_regions(&plan, only, &mut report).await;
         let mut fetched = Table::new();
         let mut secrets: BTreeMap<SecretRef, Result<AwsCredentials, String>> = BTreeMap::new();
         for (region, rp) in &plan.regions {
-            if only.is_some_and(|o| !o.contains(region)) {
+            if !due.contains(region) {
                 continue;
             }
             match self
@@ -255,6 +308,56 @@ impl Refresher {
         report.table = table;
         report.fetched = fetched;
         Ok(report)
+    }
+
+    /// The regions of `plan` (or of `only`) that may be scanned now, recorded as scanned (in the
+    /// Lease first, with leader election); the others go to `report.regions_postponed`.
+    async fn due_regions(
+        &self,
+        plan: &plan::Plan,
+        only: Option<&BTreeSet<String>>,
+        report: &mut Report,
+    ) -> BTreeSet<String> {
+        let now = Instant::now();
+        let mut limiter = self.scans.lock().await;
+        let mut due = BTreeSet::new();
+        for region in plan.regions.keys() {
+            if only.is_some_and(|o| !o.contains(region)) {
+                continue;
+            }
+            match limiter.wait(region, now) {
+                None => {
+                    due.insert(region.clone());
+                }
+                Some(wait) => {
+                    tracing::info!(
+                        region,
+                        wait_s = wait.as_secs_f64().ceil() as u64,
+                        "region scanned less than --min-region-scan-interval ago; scan postponed"
+                    );
+                    report.regions_postponed.insert(region.clone(), wait);
+                }
+            }
+        }
+        if due.is_empty() {
+            return due;
+        }
+        if let Some(ledger) = self.ledger.as_ref().filter(|_| !self.opts.dry_run)
+            && let Err(e) = ledger.record_scans(&due).await
+        {
+            tracing::warn!(error = %e, "cannot record the coming region scans in the Lease; nothing scanned");
+            for region in std::mem::take(&mut due) {
+                report.regions_failed.insert(
+                    region,
+                    format!("not scanned: the scan could not be recorded in the Lease ({e})"),
+                );
+            }
+            return due;
+        }
+        for region in &due {
+            limiter.record(region, now);
+        }
+        due
     }
 
     /// Scans one region: the Secrets that point at it are tried in order until one works.

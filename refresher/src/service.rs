@@ -1,9 +1,9 @@
 //! The long-running mode: a full refresh at start and every `--refresh-interval`, plus on-demand
-//! refreshes of a region soon after a MachineSet names a region or instance type the table lacks
-//! (rate-limited per region).
+//! refreshes of a region soon after a MachineSet names a region or instance type the table lacks.
+//! Every scan keeps to `--min-region-scan-interval` (the refresher's limiter): a region it keeps
+//! from a refresh is asked for again once it may be scanned.
 
 use crate::plan;
-use crate::rate_limit::RegionRateLimiter;
 use crate::refresh::{Refresher, Report};
 use capa_core::provider_spec::{self, ProviderSpec};
 use capa_core::table::{Table, TypeName};
@@ -93,7 +93,6 @@ pub async fn run(
         tx,
         stop.clone(),
     ));
-    let mut limiter = RegionRateLimiter::new(min_region_interval);
     let mut next_full = Instant::now();
     let mut pending: BTreeSet<Need> = BTreeSet::new();
     let mut next_pending: Option<Instant> = None;
@@ -103,11 +102,18 @@ pub async fn run(
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep_until(next_full) => {
                 let nothing_asked = BTreeSet::new();
-                let ok = tokio::select! {
+                let outcome = tokio::select! {
                     _ = stop.cancelled() => break,
-                    ok = run_refresh(&refresher, &known, None, &nothing_asked, &mut limiter) => ok,
+                    o = run_refresh(&refresher, &known, None, &nothing_asked) => o,
                 };
-                next_full = Instant::now() + if ok { interval } else { interval.min(FULL_RETRY) };
+                next_full = Instant::now() + if outcome.ok { interval } else { interval.min(FULL_RETRY) };
+                // regions kept from the scan (scanned just before, maybe by the previous
+                // leader, maybe without success): asked for again once allowed, if still needed
+                for (region, wait) in outcome.postponed {
+                    pending.insert((region, String::new()));
+                    let at = Instant::now() + wait;
+                    next_pending = Some(next_pending.map_or(at, |p| p.min(at)));
+                }
             }
             Some(need) = rx.recv() => {
                 if pending.insert(need.clone()) {
@@ -122,15 +128,14 @@ pub async fn run(
                     let k = known.read().await;
                     pending.retain(|need| k.still_missing(need));
                 }
-                let now = std::time::Instant::now();
                 let mut due_regions = BTreeSet::new();
                 let mut wait: Option<Duration> = None;
                 let regions: BTreeSet<String> = pending.iter().map(|(r, _)| r.clone()).collect();
                 for region in &regions {
-                    match limiter.try_acquire(region, now) {
-                        Ok(()) => { due_regions.insert(region.clone()); }
-                        Err(w) => {
-                            tracing::info!(region, wait_s = w.as_secs(), "region scanned recently; refresh postponed");
+                    match refresher.scan_wait(region).await {
+                        None => { due_regions.insert(region.clone()); }
+                        Some(w) => {
+                            tracing::info!(region, wait_s = w.as_secs_f64().ceil() as u64, "region scanned recently; refresh postponed");
                             wait = Some(wait.map_or(w, |x| x.min(w)));
                         }
                     }
@@ -139,11 +144,11 @@ pub async fn run(
                 pending.retain(|(r, _)| !due_regions.contains(r));
                 next_pending = wait.map(|w| Instant::now() + w);
                 if !due_regions.is_empty() {
-                    let ok = tokio::select! {
+                    let outcome = tokio::select! {
                         _ = stop.cancelled() => break,
-                        ok = run_refresh(&refresher, &known, Some(&due_regions), &asked, &mut limiter) => ok,
+                        o = run_refresh(&refresher, &known, Some(&due_regions), &asked) => o,
                     };
-                    if !ok {
+                    if !outcome.ok || !outcome.postponed.is_empty() {
                         // keep the request: the limiter decides when it is tried again
                         pending.extend(asked);
                         let retry = Instant::now() + min_region_interval;
@@ -156,24 +161,34 @@ pub async fn run(
     watch.abort();
 }
 
-/// One refresh; `true` when every region asked for succeeded.
+/// What a refresh means for the schedule.
+struct Outcome {
+    /// Every region asked for was scanned successfully (postponed ones aside).
+    ok: bool,
+    /// Regions kept from the scan by the limiter, with how long they wait.
+    postponed: Vec<(String, Duration)>,
+}
+
+/// One refresh.
 async fn run_refresh(
     refresher: &Refresher,
     known: &RwLock<Known>,
     only: Option<&BTreeSet<String>>,
     asked: &BTreeSet<Need>,
-    limiter: &mut RegionRateLimiter,
-) -> bool {
-    let now = std::time::Instant::now();
+) -> Outcome {
     match refresher.refresh(only).await {
         Ok(report) => {
-            for r in report.regions_ok.iter().chain(report.regions_failed.keys()) {
-                limiter.record(r, now);
-            }
             known.write().await.update(&report, only.is_none(), asked);
-            report.regions_failed.is_empty()
+            Outcome {
+                ok: report.regions_failed.is_empty(),
+                postponed: report.regions_postponed.into_iter().collect(),
+            }
         }
-        Err(_) => false, // logged by refresh()
+        // logged by refresh()
+        Err(_) => Outcome {
+            ok: false,
+            postponed: Vec::new(),
+        },
     }
 }
 

@@ -122,7 +122,8 @@ impl Ec2 {
         })
     }
 
-    /// Every EC2 call the proxy saw: `{action, region, access_key, status, max_results, has_next_token}`.
+    /// Every EC2 call the proxy saw: `{t, invocation, attempt, fault, action, region, access_key,
+    /// status, max_results, has_next_token}` (servers/README.md).
     pub fn calls(&self) -> Result<Vec<Value>> {
         let v = http(&self.proxy_url, "GET", "/_proxy/calls", None)?;
         Ok(v.as_array().cloned().unwrap_or_default())
@@ -161,6 +162,11 @@ impl Ec2 {
             Some(&spec),
         )
         .map(|_| ())
+    }
+
+    /// Drops every queued fault.
+    pub fn clear_faults(&self) -> Result<()> {
+        http(&self.proxy_url, "DELETE", "/_proxy/faults", None).map(|_| ())
     }
 
     pub fn reset_calls(&self) -> Result<()> {

@@ -6,7 +6,8 @@
 pub mod fixture;
 pub mod inputs;
 pub mod oracle;
-pub mod rng;
+/// The generator lives with the other test servers (the chaos soak uses it too).
+pub use e2e_tests::rng;
 
 /// The most linear memory one evaluation may use: 64 MiB. Inputs go up to a 10 MB host answer
 /// and 1 MB strings in the request; the policy server gives a module no more than it asks for,
