@@ -10,8 +10,8 @@
 //! duration. A request of the old leader still in flight then has a third of the duration to land.
 //!
 //! The Lease also carries the leader's region scans (`capa-annotator.io/region-scans`, written
-//! before a scan starts), so that a new leader keeps to `--min-region-scan-interval` after a
-//! leader that died mid-scan.
+//! right before a scan starts, with the latest time it can start), so that a new leader keeps to
+//! `--min-region-scan-interval` after a leader that died mid-scan.
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -204,7 +204,8 @@ impl LeaderElector {
     }
 
     /// The region scans the Lease records (see the module doc), as times on this process's
-    /// monotonic clock; a time ahead of our wall clock (skew) counts as now.
+    /// monotonic clock. A recorded time may lie ahead (the latest start of a scan being recorded,
+    /// or clock skew between nodes): at most a lease duration ahead is taken as is, more as that.
     pub async fn recorded_scans(&self) -> Result<BTreeMap<String, Instant>, kube::Error> {
         let lease = self.api.get(LEASE_NAME).await?;
         let now_wall = SystemTime::now();
@@ -217,16 +218,22 @@ impl LeaderElector {
         Ok(parse_scans(text.map(String::as_str))
             .into_iter()
             .map(|(region, at)| {
-                let ago = now_wall.duration_since(at).unwrap_or(Duration::ZERO);
-                (region, now.checked_sub(ago).unwrap_or(now))
+                let local = match now_wall.duration_since(at) {
+                    Ok(ago) => now.checked_sub(ago).unwrap_or(now),
+                    Err(ahead) => now + ahead.duration().min(self.duration),
+                };
+                (region, local)
             })
             .collect())
     }
 
-    /// Records in the Lease that `regions` are scanned now, before the scan starts. Fails when
-    /// this process no longer holds the lease.
+    /// Records in the Lease that `regions` are scanned now, right before the scan starts. Fails
+    /// when this process no longer holds the lease, or after `d/4`. The time recorded is the
+    /// latest the scan can start (now + that limit), so a next leader that waits the interval
+    /// from it never scans too early, however long this write took.
     pub async fn record_scans(&self, regions: &BTreeSet<String>) -> Result<(), String> {
         let limit = (self.duration / 4).max(Duration::from_secs(1));
+        let latest_start = SystemTime::now() + limit;
         let attempt = async {
             for _ in 0..3 {
                 let mut lease = self.api.get(LEASE_NAME).await.map_err(|e| e.to_string())?;
@@ -245,9 +252,8 @@ impl LeaderElector {
                     .get_or_insert_with(Default::default);
                 let mut scans =
                     parse_scans(annotations.get(REGION_SCANS_ANNOTATION).map(String::as_str));
-                let now = SystemTime::now();
                 for r in regions {
-                    scans.insert(r.clone(), now);
+                    scans.insert(r.clone(), latest_start);
                 }
                 annotations.insert(REGION_SCANS_ANNOTATION.to_string(), format_scans(&scans));
                 match self

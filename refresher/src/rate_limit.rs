@@ -28,10 +28,11 @@ impl RegionRateLimiter {
     }
 
     /// How long `region` must wait before it may be scanned; `None`: now.
+    /// A scan recorded in the future (the latest start of a scan the previous leader recorded)
+    /// waits until the interval has passed from then.
     pub fn wait(&self, region: &str, now: Instant) -> Option<Duration> {
-        let at = self.last.get(region)?;
-        let elapsed = now.saturating_duration_since(*at);
-        (elapsed < self.min_interval).then(|| self.min_interval - elapsed)
+        let until = *self.last.get(region)? + self.min_interval;
+        (until > now).then(|| until - now)
     }
 }
 
@@ -57,6 +58,9 @@ mod tests {
             l.wait("eu-west-3", t0 + Duration::from_secs(4)),
             Some(Duration::from_secs(596))
         );
+        // recorded ahead: the interval runs from then
+        l.record("us-west-2", t0 + Duration::from_secs(3));
+        assert_eq!(l.wait("us-west-2", t0), Some(Duration::from_secs(603)));
         // a zero interval never limits (--once)
         let mut free = RegionRateLimiter::new(Duration::ZERO);
         free.record("x", t0);

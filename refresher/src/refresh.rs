@@ -310,8 +310,8 @@ impl Refresher {
         Ok(report)
     }
 
-    /// The regions of `plan` (or of `only`) that may be scanned now, recorded as scanned (in the
-    /// Lease first, with leader election); the others go to `report.regions_postponed`.
+    /// The regions of `plan` (or of `only`) that may be scanned now, recorded as tried now
+    /// (failures count); the others go to `report.regions_postponed`.
     async fn due_regions(
         &self,
         plan: &plan::Plan,
@@ -339,25 +339,26 @@ impl Refresher {
                 }
             }
         }
-        if due.is_empty() {
-            return due;
-        }
-        if let Some(ledger) = self.ledger.as_ref().filter(|_| !self.opts.dry_run)
-            && let Err(e) = ledger.record_scans(&due).await
-        {
-            tracing::warn!(error = %e, "cannot record the coming region scans in the Lease; nothing scanned");
-            for region in std::mem::take(&mut due) {
-                report.regions_failed.insert(
-                    region,
-                    format!("not scanned: the scan could not be recorded in the Lease ({e})"),
-                );
-            }
-            return due;
-        }
         for region in &due {
             limiter.record(region, now);
         }
         due
+    }
+
+    /// Right before a region's first DescribeInstanceTypes page: records the scan in the Lease
+    /// (with leader election) and in the limiter, so the interval runs from the scan itself.
+    async fn start_scan(&self, region: &str) -> Result<(), String> {
+        if let Some(ledger) = self.ledger.as_ref().filter(|_| !self.opts.dry_run) {
+            let one = BTreeSet::from([region.to_string()]);
+            if let Err(e) = ledger.record_scans(&one).await {
+                tracing::warn!(region, error = %e, "cannot record the region scan in the Lease; not scanned");
+                return Err(format!(
+                    "not scanned: the scan could not be recorded in the Lease ({e})"
+                ));
+            }
+        }
+        self.scans.lock().await.record(region, Instant::now());
+        Ok(())
     }
 
     /// Scans one region: the Secrets that point at it are tried in order until one works.
@@ -415,6 +416,7 @@ impl Refresher {
                     continue;
                 }
             }
+            self.start_scan(region).await?;
             tracing::info!(region, secret = %secret, "scanning instance types");
             match ec2.describe_instance_types(&self.metrics).await {
                 Ok(items) => return Ok(items),
