@@ -37,6 +37,9 @@ pub const CAPACITY_VALUE_KEYS: [&str; 6] = [
 pub struct Options {
     /// Also write the upstream cluster-autoscaler `capacity.*` keys.
     pub upstream_capacity: bool,
+    /// A Cluster API object ([`crate::capi`]): only the keys the autoscaler's clusterapi provider
+    /// reads (`capacity.*` and the labels), none of the `machine.openshift.io/*` ones.
+    pub cluster_api: bool,
 }
 
 /// One change to a MachineSet's `metadata.annotations`.
@@ -60,13 +63,16 @@ fn desired(
     existing_labels: Option<&str>,
     opts: Options,
 ) -> Vec<(&'static str, Option<String>)> {
-    let mut out = vec![
-        (VCPU, Some(cap.vcpu.to_string())),
-        (MEMORY_MB, Some(cap.memory_mib.to_string())),
-        (GPU, Some(cap.gpu.to_string())),
-        (LABELS, Some(merge_labels(existing_labels, cap.arch))),
-    ];
-    if opts.upstream_capacity {
+    let mut out = Vec::new();
+    if !opts.cluster_api {
+        out.extend([
+            (VCPU, Some(cap.vcpu.to_string())),
+            (MEMORY_MB, Some(cap.memory_mib.to_string())),
+            (GPU, Some(cap.gpu.to_string())),
+        ]);
+    }
+    out.push((LABELS, Some(merge_labels(existing_labels, cap.arch))));
+    if opts.upstream_capacity || opts.cluster_api {
         out.push((UPSTREAM_CPU, Some(cap.vcpu.to_string())));
         out.push((UPSTREAM_MEMORY, Some(format!("{}Mi", cap.memory_mib))));
         if cap.gpu > 0 {
@@ -343,9 +349,40 @@ mod tests {
         assert!(edits_for(once.as_object().unwrap(), &c, Options::default()).is_empty());
         let opts = Options {
             upstream_capacity: true,
+            ..Default::default()
         };
         let twice = annotated(once, &c, opts);
         assert!(edits_for(twice.as_object().unwrap(), &c, opts).is_empty());
+    }
+
+    #[test]
+    fn cluster_api_objects_get_only_the_keys_the_clusterapi_provider_reads() {
+        let opts = Options {
+            cluster_api: true,
+            ..Default::default()
+        };
+        let mut gpu = cap(4, 16384, 1, Arch::Amd64);
+        gpu.gpu_vendor = Some(crate::GpuVendor::Nvidia);
+        let got = annotated(json!({LABELS: "team=ml"}), &gpu, opts);
+        assert_eq!(
+            got,
+            json!({
+                UPSTREAM_CPU: "4",
+                // a bare number would be bytes to the autoscaler (resource.ParseQuantity)
+                UPSTREAM_MEMORY: "16384Mi",
+                UPSTREAM_GPU_COUNT: "1",
+                UPSTREAM_GPU_TYPE: "nvidia.com/gpu",
+                LABELS: "kubernetes.io/arch=amd64,team=ml",
+            })
+        );
+        // a rollout to a type without GPUs removes the GPU keys
+        let next = annotated(got, &cap(4, 16384, 0, Arch::Arm64), opts);
+        assert_eq!(next.get(UPSTREAM_GPU_COUNT), None);
+        assert_eq!(next.get(UPSTREAM_GPU_TYPE), None);
+        assert_eq!(next[LABELS], "kubernetes.io/arch=arm64,team=ml");
+        assert!(
+            next.get(VCPU).is_none() && next.get(MEMORY_MB).is_none() && next.get(GPU).is_none()
+        );
     }
 
     // --- label merge: upstream cases (compared sorted, as upstream did) and our ordering rules
@@ -412,6 +449,7 @@ mod tests {
     fn upstream_capacity_keys() {
         let opts = Options {
             upstream_capacity: true,
+            ..Default::default()
         };
         let gpu = Capacity {
             gpu_vendor: Some(GpuVendor::Nvidia),
@@ -470,6 +508,7 @@ mod tests {
         // upstream keys count when the setting writes them
         let opts = Options {
             upstream_capacity: true,
+            ..Default::default()
         };
         let up = json!({UPSTREAM_MEMORY: "64Gi"});
         let up = up.as_object().unwrap();

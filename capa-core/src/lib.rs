@@ -8,7 +8,8 @@
 //! - [`json_path`]: picking one value out of a large JSON document without building the rest;
 //! - [`provider_spec`] and [`machineset`]: reading a MachineSet and deciding whether it is ours;
 //! - [`annotations`]: the annotations written on a MachineSet (SPEC §1);
-//! - [`builtin`]: the line format of the built-in snapshot compiled into the policy.
+//! - [`builtin`]: the line format of the built-in snapshot compiled into the policy;
+//! - [`capi`]: Cluster API MachineSets/MachineDeployments and their AWSMachineTemplate reference.
 //!
 //! No I/O, no Kubernetes client types: objects are handled as `serde_json::Value` so that no
 //! field unknown to us is ever lost.
@@ -16,6 +17,7 @@
 pub mod annotations;
 pub mod builtin;
 pub mod capacity;
+pub mod capi;
 pub mod ec2;
 pub mod json_path;
 pub mod machineset;

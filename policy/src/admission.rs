@@ -169,6 +169,7 @@ fn annotate(
     };
     let opts = Options {
         upstream_capacity: settings.upstream_capacity_annotations,
+        ..Default::default()
     };
     let mut report = Report::default();
     let mut warnings = Vec::new();
