@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::{Api, Client};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -227,11 +227,11 @@ impl LeaderElector {
             .collect())
     }
 
-    /// Records in the Lease that `regions` are scanned now, right before the scan starts. Fails
+    /// Records in the Lease that `region` is scanned now, right before the scan starts. Fails
     /// when this process no longer holds the lease, or after `d/4`. The time recorded is the
     /// latest the scan can start (now + that limit), so a next leader that waits the interval
     /// from it never scans too early, however long this write took.
-    pub async fn record_scans(&self, regions: &BTreeSet<String>) -> Result<(), String> {
+    pub async fn record_scan(&self, region: &str) -> Result<(), String> {
         let limit = (self.duration / 4).max(Duration::from_secs(1));
         let latest_start = SystemTime::now() + limit;
         let attempt = async {
@@ -252,9 +252,7 @@ impl LeaderElector {
                     .get_or_insert_with(Default::default);
                 let mut scans =
                     parse_scans(annotations.get(REGION_SCANS_ANNOTATION).map(String::as_str));
-                for r in regions {
-                    scans.insert(r.clone(), latest_start);
-                }
+                scans.insert(region.to_string(), latest_start);
                 annotations.insert(REGION_SCANS_ANNOTATION.to_string(), format_scans(&scans));
                 match self
                     .api

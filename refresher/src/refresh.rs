@@ -348,14 +348,13 @@ impl Refresher {
     /// Right before a region's first DescribeInstanceTypes page: records the scan in the Lease
     /// (with leader election) and in the limiter, so the interval runs from the scan itself.
     async fn start_scan(&self, region: &str) -> Result<(), String> {
-        if let Some(ledger) = self.ledger.as_ref().filter(|_| !self.opts.dry_run) {
-            let one = BTreeSet::from([region.to_string()]);
-            if let Err(e) = ledger.record_scans(&one).await {
-                tracing::warn!(region, error = %e, "cannot record the region scan in the Lease; not scanned");
-                return Err(format!(
-                    "not scanned: the scan could not be recorded in the Lease ({e})"
-                ));
-            }
+        if let Some(ledger) = self.ledger.as_ref().filter(|_| !self.opts.dry_run)
+            && let Err(e) = ledger.record_scan(region).await
+        {
+            tracing::warn!(region, error = %e, "cannot record the region scan in the Lease; not scanned");
+            return Err(format!(
+                "not scanned: the scan could not be recorded in the Lease ({e})"
+            ));
         }
         self.scans.lock().await.record(region, Instant::now());
         Ok(())

@@ -249,12 +249,7 @@ impl Chaos {
 /// A MachineSet stored without admission (the policy server was down); with `stale`, it carries
 /// the annotations of another type (copied from a MachineSet of m5.large).
 fn put_bypassing_admission(w: &World, name: &str, region: &str, t: &str, stale: bool) {
-    let mut ms =
-        e2e_tests::objects::machineset(world::NS, name, region, t, &world::secret_name(region));
-    if world::gpus(t) > 0 {
-        ms["spec"]["template"]["spec"]["metadata"] =
-            json!({"labels": {"cluster-api/accelerator": "nvidia"}});
-    }
+    let mut ms = world::machineset(name, region, t);
     if stale {
         ms["metadata"]["annotations"] = json!({
             "machine.openshift.io/vCPU": "2", "machine.openshift.io/memoryMb": "8192",

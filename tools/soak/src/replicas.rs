@@ -41,7 +41,6 @@ pub struct Replica {
     /// When a dead replica is started again.
     restart_at: Option<Instant>,
     pub starts: u32,
-    pub kills: u32,
     /// Exits the process chose (e.g. after losing the lease), with their status.
     pub exits: Vec<String>,
     log_path: PathBuf,
@@ -113,7 +112,6 @@ impl Replicas {
                 metrics_addr: String::new(),
                 restart_at: Some(Instant::now()),
                 starts: 0,
-                kills: 0,
                 exits: Vec::new(),
             });
         }
@@ -184,7 +182,6 @@ impl Replicas {
         if let Some(c) = self.list[i].child.as_mut() {
             let _ = c.kill();
             let _ = c.wait();
-            self.list[i].kills += 1;
             self.list[i].child = None;
             self.list[i].restart_at = Some(Instant::now() + Duration::from_secs(1));
         }

@@ -173,12 +173,7 @@ impl World {
 
     /// Creates a MachineSet through the API (admission runs).
     pub fn create_machineset(&self, name: &str, region: &str, instance_type: &str) -> Result<()> {
-        let mut ms = objects::machineset(NS, name, region, instance_type, &secret_name(region));
-        if gpus(instance_type) > 0 {
-            // a GPU node group set up for the autoscaler (else the policy warns, rightly)
-            ms["spec"]["template"]["spec"]["metadata"] =
-                json!({"labels": {"cluster-api/accelerator": "nvidia"}});
-        }
+        let ms = machineset(name, region, instance_type);
         self.api("POST", &Self::ms_path(None), Some(&ms))?;
         Ok(())
     }
@@ -190,10 +185,7 @@ impl World {
         };
         ms["spec"]["template"]["spec"]["providerSpec"]["value"]["instanceType"] =
             json!(instance_type);
-        if gpus(instance_type) > 0 {
-            ms["spec"]["template"]["spec"]["metadata"] =
-                json!({"labels": {"cluster-api/accelerator": "nvidia"}});
-        }
+        set_accelerator_label(&mut ms, instance_type);
         self.api("PUT", &Self::ms_path(Some(name)), Some(&ms))?;
         Ok(())
     }
@@ -229,6 +221,21 @@ impl Drop for World {
         if !self.keep {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+/// A MachineSet of the soak: `instance_type` in `region`, with the region's Secret.
+pub fn machineset(name: &str, region: &str, instance_type: &str) -> Value {
+    let mut ms = objects::machineset(NS, name, region, instance_type, &secret_name(region));
+    set_accelerator_label(&mut ms, instance_type);
+    ms
+}
+
+/// A GPU node group is set up for the autoscaler (else the policy warns, rightly).
+fn set_accelerator_label(ms: &mut Value, instance_type: &str) {
+    if gpus(instance_type) > 0 {
+        ms["spec"]["template"]["spec"]["metadata"] =
+            json!({"labels": {"cluster-api/accelerator": "nvidia"}});
     }
 }
 
