@@ -320,3 +320,53 @@ EOF
   done
   rm -rf "$dir"
 }
+
+@test "Cluster API: CAPA's GPU MachineDeployment gets the clusterapi provider's keys only" {
+  the_case capi-md-v1beta1-gpu
+  [ "$(annotation capacity.cluster-autoscaler.kubernetes.io/cpu)" = 4 ]
+  # a bare number would be bytes to the autoscaler
+  [ "$(annotation capacity.cluster-autoscaler.kubernetes.io/memory)" = 16384Mi ]
+  [ "$(annotation capacity.cluster-autoscaler.kubernetes.io/gpu-count)" = 1 ]
+  [ "$(annotation capacity.cluster-autoscaler.kubernetes.io/gpu-type)" = nvidia.com/gpu ]
+  [ "$(annotation machine.openshift.io/vCPU)" = "<absent>" ]
+  no_warnings
+  only_annotations_touched
+}
+
+@test "Cluster API: v1beta2 apiGroup ref, v1beta1 ref in openshift-cluster-api (arm64)" {
+  the_case capi-md-v1beta2-apigroup-ref
+  [ "$(annotation capacity.cluster-autoscaler.kubernetes.io/memory)" = 8192Mi ]
+  [ "$(annotation capacity.cluster-autoscaler.kubernetes.io/gpu-count)" = "<absent>" ]
+  the_case capi-ms-openshift-arm64
+  [ "$(annotation capacity.cluster-autoscaler.kubernetes.io/labels)" = kubernetes.io/arch=arm64 ]
+}
+
+@test "Cluster API: a rollout to a template without GPUs removes the GPU keys" {
+  the_case capi-rollout-gpu-to-arm64
+  [ "$(jq -c '[.patch[] | select(.op == "remove") | .path]' <<<"$normalised")" = \
+    '["/metadata/annotations/capacity.cluster-autoscaler.kubernetes.io~1gpu-count","/metadata/annotations/capacity.cluster-autoscaler.kubernetes.io~1gpu-type"]' ]
+  [ "$(annotation capacity.cluster-autoscaler.kubernetes.io/labels)" = kubernetes.io/arch=arm64 ]
+  no_warnings
+}
+
+@test "Cluster API: a missing template is a warning, another provider is skipped" {
+  the_case capi-template-missing
+  no_patch
+  warnings | grep -q "AWSMachineTemplate default/k0s-aws-test-mt was not found"
+  the_case capi-other-provider
+  no_patch
+  no_warnings
+}
+
+@test "Cluster API: without AWSMachineTemplate in contextAwareResources, the warning names the fix" {
+  # kwctl grants what the module's metadata lists: annotate a copy that lacks the templates
+  sed '/apiVersion: infrastructure.cluster.x-k8s.io/,+1d' metadata.yml > "$BATS_TEST_TMPDIR/metadata.yml"
+  ! grep -q AWSMachineTemplate "$BATS_TEST_TMPDIR/metadata.yml"
+  "$KWCTL" annotate -m "$BATS_TEST_TMPDIR/metadata.yml" -o "$BATS_TEST_TMPDIR/policy.wasm" policy.wasm 2>/dev/null
+  run --separate-stderr "$KWCTL" run --allow-context-aware \
+    --replay-host-capabilities-interactions "$F/sessions/capi-g4dn.yml" \
+    -r "$F/requests/create-capi-md-v1beta1-g4dn.json" "$BATS_TEST_TMPDIR/policy.wasm"
+  [ "$status" -eq 0 ]
+  [ "$(jq -r .allowed <<<"$output")" = true ]
+  jq -r '.warnings[]' <<<"$output" | grep -q "may not be read by the policy; not annotated. Fix: add AWSMachineTemplate to the policy's contextAwareResources"
+}

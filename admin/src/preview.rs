@@ -3,8 +3,9 @@
 
 use crate::input::{MachineSetDoc, Origin};
 use capa_annotator_policy::admission::{self, Outcome, Problem};
-use capa_annotator_policy::lookup::{ConfigMapSource, Source};
+use capa_annotator_policy::lookup::Source;
 use capa_annotator_policy::settings::Settings;
+use capa_annotator_policy::source::ResourceSource;
 use capa_core::annotations::{
     Correction, GPU, LABELS, MEMORY_MB, UPSTREAM_CPU, UPSTREAM_GPU_COUNT, UPSTREAM_GPU_TYPE,
     UPSTREAM_MEMORY, VCPU,
@@ -114,6 +115,8 @@ fn problem_text(p: Problem) -> &'static str {
         Problem::InstanceTypeEmpty => "instanceType is empty",
         Problem::InstanceTypeMalformed => "instanceType is malformed",
         Problem::UnknownInstanceType => "unknown instance type",
+        Problem::InfrastructureRefUnreadable => "the infrastructureRef cannot be used",
+        Problem::TemplateUnreadable => "the AWSMachineTemplate gives no instance type",
     }
 }
 
@@ -123,7 +126,7 @@ pub fn preview(
     doc: &MachineSetDoc,
     settings_json: &Value,
     settings: &Settings,
-    src: &impl ConfigMapSource,
+    src: &impl ResourceSource,
 ) -> Preview {
     let before = &doc.object;
     let Outcome {

@@ -2,7 +2,7 @@
 //! nowhere (then the policy falls back to its built-in table, as it does in a cluster without the
 //! ConfigMap, and says so in its warning).
 
-use capa_annotator_policy::lookup::ConfigMapSource;
+use capa_annotator_policy::source::{Resource, ResourceSource};
 use serde_json::Value;
 
 /// The answer to the policy's `get_resource` of the table ConfigMap.
@@ -42,8 +42,16 @@ impl TableSource {
     }
 }
 
-impl ConfigMapSource for TableSource {
-    fn get(&self, namespace: &str, name: &str, _field_mask: &str) -> Result<Vec<u8>, String> {
+impl ResourceSource for TableSource {
+    fn get(&self, r: &Resource<'_>) -> Result<Vec<u8>, String> {
+        if (r.api_version, r.kind) != ("v1", "ConfigMap") {
+            // preview has no cluster: a Cluster API object's template cannot be read
+            return Err(format!(
+                "capa-admin preview reads no {}/{} (it has no cluster); the policy in the cluster reads {}/{}",
+                r.api_version, r.kind, r.namespace, r.name
+            ));
+        }
+        let (namespace, name) = (r.namespace, r.name);
         match self {
             TableSource::None => {
                 Err("none given to capa-admin preview: use --configmap FILE".to_string())
@@ -74,6 +82,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn ask<'a>(namespace: &'a str, name: &'a str) -> Resource<'a> {
+        Resource {
+            api_version: "v1",
+            kind: "ConfigMap",
+            namespace,
+            name,
+            field_mask: "data.m5",
+        }
+    }
+
     #[test]
     fn answers_only_for_the_configmap_the_policy_asks_for() {
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
@@ -81,14 +99,10 @@ mod tests {
             "data": {}});
         let src = TableSource::from_configmap("cm.yaml", &cm).unwrap();
         assert!(
-            src.get(
-                "openshift-machine-api",
-                "machineset-instance-types",
-                "data.m5"
-            )
-            .is_ok()
+            src.get(&ask("openshift-machine-api", "machineset-instance-types"))
+                .is_ok()
         );
-        let e = src.get("capa-system", "capa-types", "data.m5").unwrap_err();
+        let e = src.get(&ask("capa-system", "capa-types")).unwrap_err();
         assert!(
             e.starts_with("Cannot find v1/ConfigMap named 'capa-types'"),
             "{e}"
@@ -96,8 +110,14 @@ mod tests {
         // no metadata: answers whatever is asked
         let bare =
             TableSource::from_configmap("b", &json!({"kind": "ConfigMap", "data": {}})).unwrap();
-        assert!(bare.get("a", "b", "data.m5").is_ok());
-        assert!(TableSource::None.get("a", "b", "c").is_err());
+        assert!(bare.get(&ask("a", "b")).is_ok());
+        assert!(TableSource::None.get(&ask("a", "b")).is_err());
+        let template = Resource {
+            api_version: "infrastructure.cluster.x-k8s.io/v1beta2",
+            kind: "AWSMachineTemplate",
+            ..ask("a", "b")
+        };
+        assert!(bare.get(&template).unwrap_err().contains("reads no"));
         let e = TableSource::from_configmap("ms.yaml", &json!({"kind": "MachineSet"})).unwrap_err();
         assert!(e.contains("not a ConfigMap"), "{e}");
     }

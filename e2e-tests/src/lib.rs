@@ -7,6 +7,7 @@
 //!   JSON patch like the server (`json-patch` diff);
 //! - [`paths`]: where fixtures and the built module are.
 
+pub mod autoscaler;
 pub mod capabilities;
 pub mod cases;
 pub mod cluster_host;

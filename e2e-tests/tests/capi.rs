@@ -73,3 +73,90 @@ fn real_aws_machine_templates_give_their_instance_type() {
     );
     assert!(types.len() >= 3, "{types:?}");
 }
+
+/// What the cluster-autoscaler's clusterapi provider makes of the policy's answer on every Cluster
+/// API case of `cases.tsv`: it can scale from zero, with the template's instance type's cpu,
+/// memory (bytes), GPUs under the vendor's resource name (only with GPUs) and arch label.
+#[test]
+fn the_autoscaler_reads_what_the_policy_writes_on_every_cluster_api_case() {
+    use capa_annotator_policy::builtin;
+    use e2e_tests::{autoscaler, cases};
+    let mut checked = 0;
+    for case in cases::load().unwrap() {
+        let request: Value = serde_json::from_str(
+            &std::fs::read_to_string(paths::fixture(&format!("requests/{}.json", case.request)))
+                .unwrap(),
+        )
+        .unwrap();
+        if !capi::is_scalable_resource(&request["object"]) {
+            continue;
+        }
+        let expected = case.expected().unwrap();
+        let mut object = request["object"].clone();
+        let patch: json_patch::Patch = serde_json::from_value(expected["patch"].clone()).unwrap();
+        json_patch::patch(&mut object, &patch).unwrap();
+        let annotations = object["metadata"]["annotations"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        // the template the policy was answered with: the session's first AWSMachineTemplate
+        let Some(session) = &case.session else {
+            continue;
+        };
+        let exchanges: Vec<Value> = serde_yaml::from_str(
+            &std::fs::read_to_string(paths::fixture(&format!("sessions/{session}.yml"))).unwrap(),
+        )
+        .unwrap();
+        let template = exchanges.iter().find_map(|e| {
+            let payload = e["response"]["payload"].as_str()?;
+            let v: Value = serde_json::from_str(payload).ok()?;
+            (v["kind"] == capi::AWS_MACHINE_TEMPLATE).then_some(v)
+        });
+        let Some(instance_type) = template
+            .as_ref()
+            .and_then(capi::template_instance_type)
+            .map(str::to_string)
+        else {
+            // no template to read: the policy must have left the object alone
+            assert!(
+                !autoscaler::can_scale_from_zero(&annotations),
+                "{}",
+                case.name
+            );
+            continue;
+        };
+        let cap = builtin::lookup(&instance_type).unwrap();
+        let got = autoscaler::instance_capacity(&annotations).unwrap_or_else(|e| {
+            panic!("{}: the autoscaler rejects {annotations:?}: {e}", case.name)
+        });
+        assert!(
+            autoscaler::can_scale_from_zero(&annotations),
+            "{}",
+            case.name
+        );
+        let mut want = std::collections::BTreeMap::from([
+            ("cpu".to_string(), i128::from(cap.vcpu) * 1000),
+            (
+                "memory".to_string(),
+                i128::from(cap.memory_mib) * (1 << 20) * 1000,
+            ),
+            ("pods".to_string(), 110_000),
+        ]);
+        if cap.gpu > 0 {
+            let vendor = cap.gpu_vendor.unwrap();
+            want.insert(
+                vendor.resource_name().to_string(),
+                i128::from(cap.gpu) * 1000,
+            );
+        }
+        assert_eq!(got, want, "{} ({instance_type})", case.name);
+        assert_eq!(
+            autoscaler::labels(&annotations).get("kubernetes.io/arch"),
+            Some(&cap.arch.to_string()),
+            "{}",
+            case.name
+        );
+        checked += 1;
+    }
+    assert!(checked >= 4, "only {checked} Cluster API cases checked");
+}

@@ -163,3 +163,70 @@ fn prometheus_example_adds_only_a_servicemonitor_for_the_metrics_port() {
     }
     assert!(base.find("ServiceMonitor", "capa-refresher").is_none());
 }
+
+/// `deploy/components/cluster-api` (rendered through `examples/deploy-cluster-api`): the policy
+/// gains the Cluster API rules and may read AWSMachineTemplates, the policy server may `get`
+/// them and nothing more, and the module's metadata grants kwctl users the same.
+#[test]
+fn cluster_api_component_adds_the_rules_the_templates_and_get_only() {
+    let base = Manifests::render("deploy").unwrap();
+    let with = Manifests::render("examples/deploy-cluster-api").unwrap();
+    let spec =
+        |m: &Manifests| m.find("ClusterAdmissionPolicy", "capa-annotator").unwrap()["spec"].clone();
+    let (before, after) = (spec(&base), spec(&with));
+    let capi_rule = json!({"apiGroups": ["cluster.x-k8s.io"], "apiVersions": ["v1beta1", "v1beta2"],
+                           "resources": ["machinesets", "machinedeployments"],
+                           "operations": ["CREATE", "UPDATE"]});
+    let mut rules = before["rules"].as_array().unwrap().clone();
+    rules.push(capi_rule);
+    assert_eq!(after["rules"], Value::Array(rules));
+    let templates = [
+        json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1beta2", "kind": "AWSMachineTemplate"}),
+        json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1", "kind": "AWSMachineTemplate"}),
+    ];
+    let mut resources = before["contextAwareResources"].as_array().unwrap().clone();
+    resources.extend(templates);
+    assert_eq!(after["contextAwareResources"], Value::Array(resources));
+    assert!(after.get("namespaceSelector").is_none(), "{after}");
+    // everything else of the policy is as in deploy/
+    for key in [
+        "settings",
+        "module",
+        "mode",
+        "failurePolicy",
+        "mutating",
+        "timeoutSeconds",
+    ] {
+        assert_eq!(after[key], before[key], "{key}");
+    }
+
+    let granted = with.rules_for("kubewarden", "policy-server");
+    let new: Vec<_> = granted.iter().filter(|r| r.api_groups != [""]).collect();
+    assert_eq!(new.len(), 1, "{granted:?}");
+    assert_eq!(new[0].namespace, None, "templates live in any namespace");
+    assert_eq!(new[0].api_groups, ["infrastructure.cluster.x-k8s.io"]);
+    assert_eq!(new[0].resources, ["awsmachinetemplates"]);
+    assert_eq!(new[0].verbs, ["get"]);
+    assert_eq!(
+        granted.len(),
+        base.rules_for("kubewarden", "policy-server").len() + 1
+    );
+    for o in &with.objects {
+        assert_eq!(
+            o["metadata"]["labels"]["app.kubernetes.io/part-of"], "capa-annotator",
+            "{} {}",
+            o["kind"], o["metadata"]["name"]
+        );
+    }
+
+    // metadata.yml (what kwctl grants) lists what the component deploys
+    let metadata: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(paths::workspace().join("metadata.yml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(metadata["rules"], after["rules"]);
+    assert_eq!(
+        metadata["contextAwareResources"],
+        after["contextAwareResources"]
+    );
+}

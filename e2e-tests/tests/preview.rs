@@ -10,7 +10,7 @@ use capa_admin::preview::request_payload;
 use capa_admin::source::TableSource;
 use capa_annotator_policy::admission;
 use capa_annotator_policy::host;
-use capa_annotator_policy::lookup::ConfigMapSource;
+use capa_annotator_policy::source::{Resource, ResourceSource};
 use e2e_tests::capabilities::{CallbackRequest, Garbage, HostCapabilities};
 use e2e_tests::{NoCluster, Policy, ReplaySession, cases, paths};
 use serde_json::{Value, json};
@@ -25,9 +25,9 @@ fn policy() -> &'static Policy {
 /// error as wapc-guest hands it to the policy (`Host error: …`).
 struct Native(Arc<dyn HostCapabilities>);
 
-impl ConfigMapSource for Native {
-    fn get(&self, namespace: &str, name: &str, field_mask: &str) -> Result<Vec<u8>, String> {
-        host::get_resource(namespace, name, field_mask, |msg| {
+impl ResourceSource for Native {
+    fn get(&self, resource: &Resource<'_>) -> Result<Vec<u8>, String> {
+        host::get_resource(resource, |msg| {
             self.0
                 .host_call("kubewarden", "kubernetes", "get_resource", msg)
                 .map_err(|e| format!("Host error: {e}"))
@@ -41,6 +41,8 @@ struct TableHost(TableSource);
 impl HostCapabilities for TableHost {
     fn host_call(&self, b: &str, ns: &str, op: &str, payload: &[u8]) -> Result<Vec<u8>, String> {
         let CallbackRequest::KubernetesGetResource {
+            api_version,
+            kind,
             name,
             namespace,
             field_masks,
@@ -49,7 +51,13 @@ impl HostCapabilities for TableHost {
         let mask = field_masks
             .and_then(|m| m.into_iter().next())
             .unwrap_or_default();
-        self.0.get(&namespace.unwrap_or_default(), &name, &mask)
+        self.0.get(&Resource {
+            api_version: &api_version,
+            kind: &kind,
+            namespace: &namespace.unwrap_or_default(),
+            name: &name,
+            field_mask: &mask,
+        })
     }
 }
 

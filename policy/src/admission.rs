@@ -1,15 +1,18 @@
 //! One admission decision: from the request payload to the response. Pure apart from the
-//! [`ConfigMapSource`] it is given, so every path is unit-tested natively — and so the same
+//! [`ResourceSource`] it is given, so every path is unit-tested natively — and so the same
 //! decision runs natively in the admin tool's `preview` (proven byte-identical to `policy.wasm`).
 //!
 //! The policy never rejects and never fails: whatever the input, the MachineSet is accepted, with
 //! its capacity annotations set when we can, and with a warning naming cause and fix when we cannot.
 
-use crate::lookup::{self, ConfigMapSource, ConfigMapState, Source};
+use crate::lookup::{self, ConfigMapState, Source};
 use crate::request::ValidationRequest;
 use crate::settings::Settings;
+use crate::source::ResourceSource;
+use crate::template;
 use crate::warnings;
 use capa_core::annotations::{self, Correction, Edit, Options};
+use capa_core::capi;
 use capa_core::machineset::{self, Skip};
 use capa_core::provider_spec::{self, ProviderSpec};
 use capa_core::table::{NameError, TypeName};
@@ -64,6 +67,10 @@ pub enum Problem {
     InstanceTypeEmpty,
     InstanceTypeMalformed,
     UnknownInstanceType,
+    /// A Cluster API object's `spec.template.spec.infrastructureRef` cannot be used.
+    InfrastructureRefUnreadable,
+    /// Its AWSMachineTemplate could not be read or names no instance type.
+    TemplateUnreadable,
 }
 
 /// The decision, for reports.
@@ -71,8 +78,10 @@ pub enum Problem {
 pub struct Report {
     pub skipped: Option<Skipped>,
     pub problem: Option<Problem>,
-    /// `providerSpec.value.instanceType`, once read.
+    /// `providerSpec.value.instanceType` (or the Cluster API template's), once read.
     pub instance_type: Option<String>,
+    /// A Cluster API object's AWSMachineTemplate (`kind namespace/name`), when it could not be used.
+    pub template: Option<String>,
     /// Which table answered.
     pub source: Option<Source>,
     /// Existing capacity values that were overwritten with different ones.
@@ -119,7 +128,7 @@ impl Outcome {
 }
 
 /// Evaluates one `validate` payload.
-pub fn admit(payload: &[u8], src: &impl ConfigMapSource) -> Outcome {
+pub fn admit(payload: &[u8], src: &impl ResourceSource) -> Outcome {
     let req = match ValidationRequest::parse(payload) {
         Ok(r) => r,
         Err(e) => {
@@ -137,27 +146,130 @@ pub fn admit(payload: &[u8], src: &impl ConfigMapSource) -> Outcome {
     annotate(req.request.object, &req.request.old_object, &settings, src)
 }
 
-fn annotate(
-    mut obj: Value,
+fn annotate(obj: Value, old: &Value, settings: &Settings, src: &impl ResourceSource) -> Outcome {
+    let subject = if capi::is_scalable_resource(&obj) {
+        cluster_api_subject(&obj, old, src)
+    } else {
+        machine_api_subject(&obj, old, settings)
+    };
+    match subject {
+        Ok(subject) => annotate_subject(obj, subject, settings, src),
+        Err(outcome) => *outcome,
+    }
+}
+
+/// What the kind-specific part found: the instance type and how to annotate.
+struct Subject {
+    instance_type: String,
+    /// Where the type was read, for warnings (`providerSpec.value.instanceType`, or the template).
+    type_field: String,
+    /// An UPDATE's old instance type, when it could be read.
+    previous_type: Option<String>,
+    /// Cluster API objects get the clusterapi provider's keys only.
+    cluster_api: bool,
+}
+
+/// A `machine.openshift.io` MachineSet: the type is in its AWS provider spec.
+fn machine_api_subject(
+    obj: &Value,
     old: &Value,
     settings: &Settings,
-    src: &impl ConfigMapSource,
-) -> Outcome {
-    if let Some(why) = machineset::skip_reason(&obj, settings.respect_authoritative_api) {
-        return Outcome::skip(Skipped::MachineSet(why));
+) -> Result<Subject, Box<Outcome>> {
+    if let Some(why) = machineset::skip_reason(obj, settings.respect_authoritative_api) {
+        return Err(Box::new(Outcome::skip(Skipped::MachineSet(why))));
     }
-    let instance_type = match provider_spec::read(&obj) {
+    let instance_type = match provider_spec::read(obj) {
         Err(e) => {
-            return Outcome::cannot(
+            return Err(Box::new(Outcome::cannot(
                 Problem::ProviderSpecUnreadable,
                 warnings::provider_spec_unreadable(&e),
-            );
+            )));
         }
         Ok(ProviderSpec::Other { kind }) => {
-            return Outcome::skip(Skipped::NotAws(kind.to_string()));
+            return Err(Box::new(Outcome::skip(Skipped::NotAws(kind.to_string()))));
         }
         Ok(ProviderSpec::Aws(spec)) => spec.instance_type.to_string(),
     };
+    let previous_type = match provider_spec::read(old) {
+        Ok(ProviderSpec::Aws(spec)) => Some(spec.instance_type.to_string()),
+        _ => None,
+    };
+    Ok(Subject {
+        instance_type,
+        type_field: "providerSpec.value.instanceType".to_string(),
+        previous_type,
+        cluster_api: false,
+    })
+}
+
+/// A `cluster.x-k8s.io` MachineSet or MachineDeployment: the type is in the AWSMachineTemplate its
+/// infrastructure ref names, read through the host.
+fn cluster_api_subject(
+    obj: &Value,
+    old: &Value,
+    src: &impl ResourceSource,
+) -> Result<Subject, Box<Outcome>> {
+    if machineset::is_deleting(obj) {
+        return Err(Box::new(Outcome::skip(Skipped::MachineSet(Skip::Deleting))));
+    }
+    let tref = match capi::infrastructure_ref(obj) {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(Box::new(Outcome::cannot(
+                Problem::InfrastructureRefUnreadable,
+                warnings::infrastructure_ref_unreadable(&e),
+            )));
+        }
+    };
+    if !tref.is_aws_machine_template() {
+        return Err(Box::new(Outcome::skip(Skipped::NotAws(
+            tref.kind.to_string(),
+        ))));
+    }
+    let instance_type = match template::instance_type(&tref, src) {
+        Ok(t) => t,
+        Err(e) => {
+            let mut outcome = Outcome::cannot(
+                Problem::TemplateUnreadable,
+                warnings::template_unusable(&template::display(&tref), &e),
+            );
+            outcome.report.template = Some(template::display(&tref));
+            return Err(Box::new(outcome));
+        }
+    };
+    // a rollout points the ref at a new template; an unchanged ref keeps its type (CAPA's
+    // webhook makes an AWSMachineTemplate's spec immutable)
+    let previous_type = match capi::infrastructure_ref(old) {
+        Ok(old_ref) if old_ref == tref => Some(instance_type.clone()),
+        Ok(old_ref) if old_ref.is_aws_machine_template() => {
+            template::instance_type(&old_ref, src).ok()
+        }
+        _ => None,
+    };
+    Ok(Subject {
+        type_field: format!(
+            "spec.template.spec.instanceType of {}",
+            template::display(&tref)
+        ),
+        instance_type,
+        previous_type,
+        cluster_api: true,
+    })
+}
+
+/// The kind-independent part: table lookup, edits, warnings.
+fn annotate_subject(
+    mut obj: Value,
+    subject: Subject,
+    settings: &Settings,
+    src: &impl ResourceSource,
+) -> Outcome {
+    let Subject {
+        instance_type,
+        type_field,
+        previous_type,
+        cluster_api,
+    } = subject;
     let existing = match machineset::annotations(&obj) {
         Ok(a) => a.cloned().unwrap_or_default(),
         Err(e) => {
@@ -169,7 +281,7 @@ fn annotate(
     };
     let opts = Options {
         upstream_capacity: settings.upstream_capacity_annotations,
-        ..Default::default()
+        cluster_api,
     };
     let mut report = Report::default();
     let mut warnings = Vec::new();
@@ -193,27 +305,32 @@ fn annotate(
             }
         }
         Err(NameError::Empty) => {
-            warnings.push(warnings::instance_type_empty());
+            warnings.push(warnings::instance_type_empty(&type_field));
             report.problem = Some(Problem::InstanceTypeEmpty);
             None
         }
         Err(e) => {
-            warnings.push(warnings::instance_type_malformed(&e));
+            warnings.push(warnings::instance_type_malformed(&e, &type_field));
             report.problem = Some(Problem::InstanceTypeMalformed);
             None
         }
     };
+    let type_changed = previous_type
+        .as_deref()
+        .is_some_and(|previous| previous != instance_type);
     let edits = match resolved {
         Some(capacity) => {
             let edits = annotations::edits_for(&existing, &capacity, opts);
             // after an instance-type change, different values are expected, not wrong
-            if !type_changed(&instance_type, old) {
+            if !type_changed {
                 report.corrections = annotations::corrections(&existing, &edits);
                 if !report.corrections.is_empty() {
                     warnings.push(warnings::corrected(&report.corrections, &instance_type));
                 }
             }
+            // the label is the OpenShift autoscaler's; Cluster API does not propagate it to nodes
             if capacity.gpu > 0
+                && !cluster_api
                 && !machineset::node_template_has_label(&obj, machineset::ACCELERATOR_LABEL)
             {
                 report.missing_accelerator_label = true;
@@ -225,7 +342,10 @@ fn annotate(
             edits
         }
         // an UPDATE to a type we cannot resolve: what was written for the old type must go
-        None => match stale_edits(&instance_type, old, &existing, settings, src, opts) {
+        None => match previous_type
+            .filter(|_| type_changed)
+            .and_then(|previous| stale_edits(previous, &existing, settings, src, opts))
+        {
             Some((old_type, edits)) => {
                 let keys: Vec<&str> = edits.iter().map(Edit::key).collect();
                 warnings.push(warnings::stale_removed(&old_type, &keys));
@@ -258,44 +378,35 @@ fn annotate(
     }
 }
 
-/// An UPDATE whose old object had another (AWS) instance type.
-fn type_changed(new_type: &str, old: &Value) -> bool {
-    matches!(provider_spec::read(old), Ok(ProviderSpec::Aws(spec)) if spec.instance_type != new_type)
-}
-
 /// After an UPDATE to an instance type nobody knows: the edits removing what was written for the
 /// previous type (only values equal to that type's capacity), with the previous type's name.
 fn stale_edits(
-    new_type: &str,
-    old: &Value,
+    old_type: String,
     existing: &serde_json::Map<String, Value>,
     settings: &Settings,
-    src: &impl ConfigMapSource,
+    src: &impl ResourceSource,
     opts: Options,
 ) -> Option<(String, Vec<Edit>)> {
-    let Ok(ProviderSpec::Aws(old_spec)) = provider_spec::read(old) else {
-        return None;
-    };
-    if old_spec.instance_type == new_type {
-        return None;
-    }
-    let old_name = TypeName::parse(old_spec.instance_type).ok()?;
-    let (old_capacity, _) =
-        lookup::resolve(old_name, old_spec.instance_type, settings, src).capacity?;
+    let old_name = TypeName::parse(&old_type).ok()?;
+    let (old_capacity, _) = lookup::resolve(old_name, &old_type, settings, src).capacity?;
     let edits = annotations::stale_edits(existing, &old_capacity, opts);
-    (!edits.is_empty()).then(|| (old_spec.instance_type.to_string(), edits))
+    (!edits.is_empty()).then_some((old_type, edits))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::Resource;
     use serde_json::json;
     use std::cell::RefCell;
+    use std::collections::BTreeMap;
 
     /// A host answering from a fixed ConfigMap (or an error), recording the masks asked for.
     struct FakeHost {
         answer: Result<Value, String>,
         asked: RefCell<Vec<String>>,
+        /// AWSMachineTemplates by `apiVersion namespace/name`.
+        templates: BTreeMap<String, Value>,
     }
 
     impl FakeHost {
@@ -303,18 +414,37 @@ mod tests {
             FakeHost {
                 answer: Ok(configmap),
                 asked: RefCell::new(vec![]),
+                templates: BTreeMap::new(),
             }
         }
         fn failing() -> Self {
             FakeHost {
                 answer: Err("Cannot find v1/ConfigMap named 'machineset-instance-types'".into()),
                 asked: RefCell::new(vec![]),
+                templates: BTreeMap::new(),
             }
         }
     }
 
-    impl ConfigMapSource for FakeHost {
-        fn get(&self, namespace: &str, name: &str, mask: &str) -> Result<Vec<u8>, String> {
+    impl ResourceSource for FakeHost {
+        fn get(&self, r: &Resource<'_>) -> Result<Vec<u8>, String> {
+            let (namespace, name, mask) = (r.namespace, r.name, r.field_mask);
+            if r.kind != "ConfigMap" {
+                self.asked.borrow_mut().push(format!(
+                    "{} {} {namespace}/{name}:{mask}",
+                    r.kind, r.api_version
+                ));
+                return self
+                    .templates
+                    .get(&format!("{} {namespace}/{name}", r.api_version))
+                    .map(|v| serde_json::to_vec(v).unwrap())
+                    .ok_or_else(|| {
+                        format!(
+                            "Cannot find {}/{} named '{name}' in namespace '{namespace}'",
+                            r.api_version, r.kind
+                        )
+                    });
+            }
             self.asked
                 .borrow_mut()
                 .push(format!("{namespace}/{name}:{mask}"));
@@ -727,6 +857,249 @@ mod tests {
         assert!(!out.warnings.iter().any(|w| w.contains("accelerator")));
     }
 
+    // Cluster API: the instance type is in the AWSMachineTemplate the infrastructureRef names
+
+    const CAPI_CPU: &str = "capacity.cluster-autoscaler.kubernetes.io/cpu";
+    const CAPI_MEMORY: &str = "capacity.cluster-autoscaler.kubernetes.io/memory";
+    const CAPI_GPU_COUNT: &str = "capacity.cluster-autoscaler.kubernetes.io/gpu-count";
+    const CAPI_GPU_TYPE: &str = "capacity.cluster-autoscaler.kubernetes.io/gpu-type";
+    const V1BETA2: &str = "infrastructure.cluster.x-k8s.io/v1beta2";
+
+    fn capi_host(templates: &[(&str, &str, &str)]) -> FakeHost {
+        let mut cm = table_cm();
+        cm["data"]["g4dn"] = json!(
+            r#"{"xlarge":{"vcpu":4,"memoryMiB":16384,"gpu":1,"gpuVendor":"nvidia","arch":"amd64"}}"#
+        );
+        let mut host = FakeHost::with(cm);
+        for (api_version, name, instance_type) in templates {
+            host.templates.insert(
+                format!("{api_version} team-a/{name}"),
+                json!({"spec": {"template": {"spec": {"instanceType": instance_type}}}}),
+            );
+        }
+        host
+    }
+
+    /// A v1beta1 MachineDeployment whose ref names `template` by apiVersion.
+    fn machine_deployment(template: &str, annotations: Value) -> Value {
+        json!({
+            "apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "MachineDeployment",
+            "metadata": {"name": "md-0", "namespace": "team-a", "annotations": annotations},
+            "spec": {"template": {"spec": {"infrastructureRef": {
+                "apiVersion": V1BETA2, "kind": "AWSMachineTemplate", "name": template}}}}
+        })
+    }
+
+    #[test]
+    fn a_cluster_api_gpu_machine_deployment_gets_the_clusterapi_keys_only() {
+        let host = capi_host(&[(V1BETA2, "gpu", "g4dn.xlarge")]);
+        let out = admit(&create(machine_deployment("gpu", Value::Null)), &host);
+        assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+        assert_eq!(
+            annotations_of(&out),
+            &json!({CAPI_CPU: "4", CAPI_MEMORY: "16384Mi", CAPI_GPU_COUNT: "1",
+                    CAPI_GPU_TYPE: "nvidia.com/gpu",
+                    "capacity.cluster-autoscaler.kubernetes.io/labels": "kubernetes.io/arch=amd64"})
+        );
+        assert_eq!(
+            *host.asked.borrow(),
+            [
+                "AWSMachineTemplate infrastructure.cluster.x-k8s.io/v1beta2 team-a/gpu:spec.template.spec.instanceType",
+                "openshift-machine-api/machineset-instance-types:data.g4dn"
+            ]
+        );
+        // annotated once: the same object again is left alone
+        let again = admit(&create(out.mutated.unwrap()), &host);
+        assert_eq!((again.mutated, again.warnings), (None, vec![]));
+    }
+
+    #[test]
+    fn a_v1beta2_apigroup_ref_finds_a_template_served_as_v1beta1() {
+        let host = capi_host(&[(
+            "infrastructure.cluster.x-k8s.io/v1beta1",
+            "arm",
+            "m6g.xlarge",
+        )]);
+        let ms = json!({
+            "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "MachineSet",
+            "metadata": {"name": "ms", "namespace": "team-a"},
+            "spec": {"template": {"spec": {"infrastructureRef": {
+                "apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "AWSMachineTemplate",
+                "name": "arm"}}}}
+        });
+        let out = admit(&create(ms), &host);
+        assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+        let a = annotations_of(&out);
+        assert_eq!(a[CAPI_MEMORY], "16384Mi");
+        assert_eq!(
+            a["capacity.cluster-autoscaler.kubernetes.io/labels"],
+            "kubernetes.io/arch=arm64"
+        );
+        assert!(
+            a.get(CAPI_GPU_COUNT).is_none() && a.get(VCPU_KEY).is_none(),
+            "{a}"
+        );
+    }
+
+    const VCPU_KEY: &str = "machine.openshift.io/vCPU";
+
+    #[test]
+    fn a_rollout_to_a_template_without_gpus_removes_the_gpu_keys() {
+        let host = capi_host(&[
+            (V1BETA2, "gpu", "g4dn.xlarge"),
+            (V1BETA2, "arm", "m6g.xlarge"),
+        ]);
+        let old = admit(
+            &create(machine_deployment("gpu", json!({"team": "ml"}))),
+            &host,
+        )
+        .mutated
+        .unwrap();
+        let mut new = old.clone();
+        new["spec"]["template"]["spec"]["infrastructureRef"]["name"] = json!("arm");
+        let out = admit(&payload(json!({}), "UPDATE", new, old), &host);
+        assert!(
+            out.warnings.is_empty(),
+            "a type change is not a correction: {:?}",
+            out.warnings
+        );
+        assert_eq!(
+            annotations_of(&out),
+            &json!({"team": "ml", CAPI_CPU: "4", CAPI_MEMORY: "16384Mi",
+                    "capacity.cluster-autoscaler.kubernetes.io/labels": "kubernetes.io/arch=arm64"})
+        );
+    }
+
+    #[test]
+    fn a_rollout_to_an_unknown_type_removes_what_the_old_template_gave() {
+        let host = capi_host(&[
+            (V1BETA2, "gpu", "g4dn.xlarge"),
+            (V1BETA2, "new", "zz9.huge"),
+        ]);
+        let old = admit(&create(machine_deployment("gpu", Value::Null)), &host)
+            .mutated
+            .unwrap();
+        let mut new = old.clone();
+        new["spec"]["template"]["spec"]["infrastructureRef"]["name"] = json!("new");
+        let out = admit(&payload(json!({}), "UPDATE", new, old), &host);
+        // the labels held only the arch pair: removed with it
+        assert_eq!(annotations_of(&out), &json!({}));
+        assert_eq!(out.warnings.len(), 2, "{:?}", out.warnings);
+        assert!(out.warnings[0].contains("unknown instance type \"zz9.huge\""));
+        assert!(
+            out.warnings[1].contains("previous instance type g4dn.xlarge"),
+            "{}",
+            out.warnings[1]
+        );
+    }
+
+    #[test]
+    fn a_missing_template_is_accepted_with_a_warning_naming_the_fix() {
+        let host = capi_host(&[]);
+        let out = admit(&create(machine_deployment("later", json!({}))), &host);
+        assert_eq!(out.mutated, None);
+        assert_eq!(out.report.problem, Some(Problem::TemplateUnreadable));
+        assert_eq!(out.warnings.len(), 1);
+        let w = &out.warnings[0];
+        assert!(
+            w.starts_with("capa-annotator: AWSMachineTemplate team-a/later was not found;"),
+            "{w}"
+        );
+        assert!(w.contains("re-submits this object"), "{w}");
+        assert!(
+            w.chars().count() <= warnings::MAX_CHARS,
+            "{}",
+            w.chars().count()
+        );
+        let long = admit(
+            &create(machine_deployment(&"x".repeat(253), json!({}))),
+            &host,
+        );
+        assert!(
+            long.warnings[0].chars().count() <= warnings::MAX_CHARS,
+            "{}",
+            long.warnings[0]
+        );
+        // a template without a type
+        let mut host = capi_host(&[]);
+        host.templates.insert(
+            format!("{V1BETA2} team-a/t"),
+            json!({"spec": {"template": {"spec": {}}}}),
+        );
+        let out = admit(&create(machine_deployment("t", json!({}))), &host);
+        assert!(
+            out.warnings[0].contains("has no spec.template.spec.instanceType"),
+            "{:?}",
+            out.warnings
+        );
+        // a malformed type names the template's field
+        let host = capi_host(&[(V1BETA2, "t", "m5xlarge")]);
+        let out = admit(&create(machine_deployment("t", json!({}))), &host);
+        assert!(
+            out.warnings[0]
+                .ends_with("Fix spec.template.spec.instanceType of AWSMachineTemplate team-a/t"),
+            "{:?}",
+            out.warnings
+        );
+    }
+
+    #[test]
+    fn other_providers_and_deletions_are_skipped_without_a_host_call() {
+        let host = capi_host(&[(V1BETA2, "gpu", "g4dn.xlarge")]);
+        let mut gcp = machine_deployment("gpu", json!({}));
+        gcp["spec"]["template"]["spec"]["infrastructureRef"]["kind"] = json!("GCPMachineTemplate");
+        let out = admit(&create(gcp), &host);
+        assert_skipped(&out);
+        assert_eq!(
+            out.report.skipped,
+            Some(Skipped::NotAws("GCPMachineTemplate".into()))
+        );
+        let mut deleting = machine_deployment("gpu", json!({}));
+        deleting["metadata"]["deletionTimestamp"] = json!("2026-12-02T00:00:00Z");
+        assert_skipped(&admit(&create(deleting), &host));
+        // a Machine, or an unserved version, is not ours
+        let mut machine = machine_deployment("gpu", json!({}));
+        machine["kind"] = json!("Machine");
+        assert_skipped(&admit(&create(machine), &host));
+        assert!(host.asked.borrow().is_empty(), "{:?}", host.asked.borrow());
+    }
+
+    #[test]
+    fn an_unusable_ref_warns() {
+        let host = capi_host(&[]);
+        let mut bad = machine_deployment("t", json!({}));
+        bad["spec"]["template"]["spec"]["infrastructureRef"] =
+            json!({"kind": "AWSMachineTemplate"});
+        let out = admit(&create(bad), &host);
+        assert_eq!(out.mutated, None);
+        assert_eq!(
+            out.warnings,
+            [
+                "capa-annotator: spec.template.spec.infrastructureRef.name is missing, empty or not a string; capacity annotations not set. Fix the infrastructureRef"
+            ]
+        );
+    }
+
+    #[test]
+    fn cluster_api_wrong_values_are_corrected() {
+        let host = capi_host(&[(V1BETA2, "gpu", "g4dn.xlarge")]);
+        // a bare number is bytes to the autoscaler: a real mistake
+        let out = admit(
+            &create(machine_deployment(
+                "gpu",
+                json!({CAPI_MEMORY: "16384", CAPI_CPU: "4"}),
+            )),
+            &host,
+        );
+        assert_eq!(annotations_of(&out)[CAPI_MEMORY], "16384Mi");
+        assert_eq!(
+            out.warnings,
+            [
+                "capa-annotator: corrected capacity.cluster-autoscaler.kubernetes.io/memory 16384 → 16384Mi (g4dn.xlarge)"
+            ]
+        );
+    }
+
     #[test]
     fn hostile_payloads_never_fail() {
         let host = FakeHost::with(table_cm());
@@ -758,6 +1131,26 @@ mod tests {
                 "UPDATE",
                 machineset("zz.zz", json!({})),
                 json!("old"),
+            ),
+            create(
+                json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "MachineDeployment",
+                          "spec": {"template": {"spec": {"infrastructureRef": {
+                              "apiGroup": [], "kind": "AWSMachineTemplate", "name": "t"}}}}}),
+            ),
+            create(
+                json!({"apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "MachineSet",
+                          "metadata": {"namespace": 5},
+                          "spec": {"template": {"spec": {"infrastructureRef": {
+                              "apiVersion": "/", "kind": "AWSMachineTemplate", "name": "t"}}}}}),
+            ),
+            payload(
+                json!({}),
+                "UPDATE",
+                json!({"apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "MachineSet",
+                       "spec": {"template": {"spec": {"infrastructureRef": {
+                           "apiVersion": "infrastructure.cluster.x-k8s.io/v1beta2",
+                           "kind": "AWSMachineTemplate", "name": "t"}}}}}),
+                json!({"spec": {"template": {"spec": {"infrastructureRef": 7}}}}),
             ),
         ];
         for p in payloads {

@@ -1,6 +1,6 @@
 //! The real ConfigMap source: Kubewarden's `kubernetes/get_resource` host capability.
 
-use crate::lookup::ConfigMapSource;
+use crate::source::{Resource, ResourceSource};
 use kubewarden_policy_sdk::wapc_guest;
 use serde::Serialize;
 
@@ -16,12 +16,12 @@ struct GetResource<'a> {
     field_masks: [&'a str; 1],
 }
 
-/// Asks the policy server for the ConfigMap, pruned to one field mask.
+/// Asks the policy server for an object, pruned to one field mask.
 pub struct WapcHost;
 
-impl ConfigMapSource for WapcHost {
-    fn get(&self, namespace: &str, name: &str, field_mask: &str) -> Result<Vec<u8>, String> {
-        get_resource(namespace, name, field_mask, |msg| {
+impl ResourceSource for WapcHost {
+    fn get(&self, resource: &Resource<'_>) -> Result<Vec<u8>, String> {
+        get_resource(resource, |msg| {
             wapc_guest::host_call("kubewarden", "kubernetes", "get_resource", msg)
                 .map_err(|e| e.to_string())
         })
@@ -32,18 +32,16 @@ impl ConfigMapSource for WapcHost {
 /// (the waPC host call, or a native stand-in in tests), and keeps only the cause of an error
 /// (`call`'s error as wapc-guest displays it).
 pub fn get_resource(
-    namespace: &str,
-    name: &str,
-    field_mask: &str,
+    resource: &Resource<'_>,
     call: impl FnOnce(&[u8]) -> Result<Vec<u8>, String>,
 ) -> Result<Vec<u8>, String> {
     let req = GetResource {
-        api_version: "v1",
-        kind: "ConfigMap",
-        name,
-        namespace,
+        api_version: resource.api_version,
+        kind: resource.kind,
+        name: resource.name,
+        namespace: resource.namespace,
         disable_cache: false,
-        field_masks: [field_mask],
+        field_masks: [resource.field_mask],
     };
     let msg = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
     call(&msg).map_err(|e| host_error_text(&e))

@@ -10,6 +10,8 @@ pub mod host;
 pub mod lookup;
 mod request;
 pub mod settings;
+pub mod source;
+pub mod template;
 mod warnings;
 
 use kubewarden_policy_sdk::settings::SettingsValidationResponse;

@@ -3,14 +3,9 @@
 
 use crate::builtin;
 use crate::settings::{Fallback, Settings};
+use crate::source::{Resource, ResourceSource};
 use capa_core::Capacity;
 use capa_core::table::{self, TypeName};
-
-/// Reads the table ConfigMap. The host may prune the object to `field_mask` or return it whole.
-pub trait ConfigMapSource {
-    /// The ConfigMap's JSON, or the host's error text (e.g. not found, forbidden).
-    fn get(&self, namespace: &str, name: &str, field_mask: &str) -> Result<Vec<u8>, String>;
-}
 
 /// Which source answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +41,7 @@ pub fn resolve(
     name: TypeName<'_>,
     instance_type: &str,
     settings: &Settings,
-    src: &impl ConfigMapSource,
+    src: &impl ResourceSource,
 ) -> Resolution {
     if let Some(c) = settings.overrides.get(instance_type) {
         return Resolution {
@@ -54,11 +49,13 @@ pub fn resolve(
             configmap: None,
         };
     }
-    let state = match src.get(
-        &settings.config_map_namespace,
-        &settings.config_map_name,
-        &name.field_mask(),
-    ) {
+    let state = match src.get(&Resource {
+        api_version: "v1",
+        kind: "ConfigMap",
+        namespace: &settings.config_map_namespace,
+        name: &settings.config_map_name,
+        field_mask: &name.field_mask(),
+    }) {
         Err(e) => ConfigMapState::Unreadable(e),
         Ok(bytes) => match table::lookup_in_configmap(&bytes, name) {
             Ok(Some(c)) => {

@@ -4,6 +4,7 @@
 use crate::builtin;
 use crate::lookup::ConfigMapState;
 use crate::settings::{Fallback, Settings};
+use crate::template::TemplateError;
 use capa_core::annotations::Correction;
 use capa_core::machineset::ACCELERATOR_LABEL;
 use capa_core::table::truncate_for_message as short;
@@ -33,14 +34,51 @@ pub fn annotations_unreadable(e: &str) -> String {
     )
 }
 
-pub fn instance_type_empty() -> String {
+/// `field`: where the type was read (`providerSpec.value.instanceType`, or a template's field).
+pub fn instance_type_empty(field: &str) -> String {
     format!(
-        "{PREFIX} providerSpec.value.instanceType is empty; capacity annotations not set. Set an instance type (e.g. m5.xlarge)"
+        "{PREFIX} {field} is empty; capacity annotations not set. Set an instance type (e.g. m5.xlarge)"
     )
 }
 
-pub fn instance_type_malformed(e: &impl std::fmt::Display) -> String {
-    format!("{PREFIX} {e}; capacity annotations not set. Fix providerSpec.value.instanceType")
+pub fn instance_type_malformed(e: &impl std::fmt::Display, field: &str) -> String {
+    format!("{PREFIX} {e}; capacity annotations not set. Fix {field}")
+}
+
+pub fn infrastructure_ref_unreadable(e: &capa_core::capi::RefError) -> String {
+    format!("{PREFIX} {e}; capacity annotations not set. Fix the infrastructureRef")
+}
+
+/// A Cluster API object's AWSMachineTemplate gave no instance type.
+pub fn template_unusable(template: &str, e: &TemplateError) -> String {
+    let (what, fix) = match e {
+        // Kubewarden's words for an object that does not exist, and for one outside the policy's
+        // contextAwareResources
+        TemplateError::Unreadable(cause) if cause.starts_with("Cannot find ") => (
+            "was not found".to_string(),
+            "create it; the refresher re-submits this object once it exists",
+        ),
+        TemplateError::Unreadable(cause) if cause.contains("not been granted access") => (
+            "may not be read by the policy".to_string(),
+            "add AWSMachineTemplate to the policy's contextAwareResources (deploy/components/cluster-api)",
+        ),
+        TemplateError::Unreadable(cause) => (
+            format!("could not be read ({})", short_error(cause)),
+            "let the policy server get awsmachinetemplates; the refresher re-submits this object",
+        ),
+        TemplateError::Malformed(cause) => (
+            format!("is not JSON ({})", short_error(cause)),
+            "check the policy server",
+        ),
+        TemplateError::NoInstanceType => (
+            "has no spec.template.spec.instanceType".to_string(),
+            "set an instance type in the template",
+        ),
+    };
+    format!(
+        "{PREFIX} {} {what}; not annotated. Fix: {fix}",
+        clip(template, 60)
+    )
 }
 
 /// Most characters a warning may have (Kubernetes may truncate longer ones).
@@ -213,6 +251,36 @@ mod tests {
         assert!(all.contains(" more"), "{all}");
         let long_type = "x".repeat(5000);
         assert!(corrected(&many, &long_type).chars().count() <= MAX_CHARS);
+    }
+
+    #[test]
+    fn template_warnings_name_cause_and_fix_in_few_words() {
+        let t = format!("AWSMachineTemplate ns/{}", "x".repeat(253));
+        let cases = [
+            (
+                "Cannot find infrastructure.cluster.x-k8s.io/v1beta2/AWSMachineTemplate named 'x'",
+                "was not found; not annotated. Fix: create it;",
+            ),
+            (
+                "Policy has not been granted access to Kubernetes infrastructure.cluster.x-k8s.io/v1beta2/AWSMachineTemplate resources. The violation has been reported.",
+                "may not be read by the policy; not annotated. Fix: add AWSMachineTemplate to the policy's contextAwareResources",
+            ),
+            (
+                "awsmachinetemplates.infrastructure.cluster.x-k8s.io \"x\" is forbidden: User \"system:serviceaccount:kubewarden:policy-server\" cannot get resource",
+                "could not be read (awsmachinetemplates.infrastructure.cluster.x-k8s.io \"x\" is f…); not annotated. Fix: let the policy server get awsmachinetemplates",
+            ),
+        ];
+        for (cause, want) in cases {
+            let w = template_unusable(&t, &TemplateError::Unreadable(cause.into()));
+            assert!(w.contains(want), "{w}");
+            assert!(w.chars().count() <= MAX_CHARS, "{}: {w}", w.chars().count());
+        }
+        for e in [
+            TemplateError::Malformed("x".repeat(500)),
+            TemplateError::NoInstanceType,
+        ] {
+            assert!(template_unusable(&t, &e).chars().count() <= MAX_CHARS);
+        }
     }
 
     #[test]
