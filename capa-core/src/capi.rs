@@ -73,8 +73,13 @@ fn text<'a>(v: &'a Value, key: &'static str) -> Result<Option<&'a str>, RefError
 /// Reads `spec.template.spec.infrastructureRef`: v1beta2 refs carry `apiGroup` + `kind` + `name`,
 /// v1beta1 refs `apiVersion` + `kind` + `name` (+ `namespace`).
 pub fn infrastructure_ref(obj: &Value) -> Result<TemplateRef<'_>, RefError> {
+    object_ref(obj, "/spec/template/spec/infrastructureRef")
+}
+
+/// A reference at `pointer` in `obj`, read like [`infrastructure_ref`].
+fn object_ref<'a>(obj: &'a Value, pointer: &str) -> Result<TemplateRef<'a>, RefError> {
     let r = obj
-        .pointer("/spec/template/spec/infrastructureRef")
+        .pointer(pointer)
         .filter(|r| r.is_object())
         .ok_or(RefError::Missing)?;
     let kind = text(r, "kind")?.ok_or(RefError::Field("kind"))?;
@@ -102,6 +107,80 @@ pub fn infrastructure_ref(obj: &Value) -> Result<TemplateRef<'_>, RefError> {
         name,
         namespace,
     })
+}
+
+/// The label Cluster API puts on the objects of a cluster: the name of their `Cluster`.
+pub const CLUSTER_NAME_LABEL: &str = "cluster.x-k8s.io/cluster-name";
+/// CAPA's cluster kinds that carry the AWS region: `AWSCluster` (the Cluster's infrastructureRef)
+/// and, for EKS, `AWSManagedControlPlane` (its controlPlaneRef).
+pub const AWS_CLUSTER: &str = "AWSCluster";
+pub const AWS_MANAGED_CONTROL_PLANE: &str = "AWSManagedControlPlane";
+pub const CONTROL_PLANE_GROUP: &str = "controlplane.cluster.x-k8s.io";
+/// The identity kind whose Secret the refresher may use (CAPA's other kinds, the controller's own
+/// identity and role identities, need CAPA's controller credentials).
+pub const AWS_CLUSTER_STATIC_IDENTITY: &str = "AWSClusterStaticIdentity";
+/// The keys of an AWSClusterStaticIdentity's Secret, as CAPA reads them (case-sensitive).
+pub const STATIC_IDENTITY_ACCESS_KEY_ID: &str = "AccessKeyID";
+pub const STATIC_IDENTITY_SECRET_ACCESS_KEY: &str = "SecretAccessKey";
+pub const STATIC_IDENTITY_SESSION_TOKEN: &str = "SessionToken";
+
+/// The name of the `Cluster` an object belongs to: `spec.clusterName` (required on
+/// MachineDeployments and MachineSets), else the [`CLUSTER_NAME_LABEL`].
+pub fn cluster_name(obj: &Value) -> Option<&str> {
+    obj.pointer("/spec/clusterName")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            obj.pointer("/metadata/labels")
+                .and_then(|l| l.get(CLUSTER_NAME_LABEL))
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        })
+}
+
+/// Where a `Cluster`'s AWS region is: its infrastructureRef when that is an AWSCluster, else its
+/// controlPlaneRef when that is an AWSManagedControlPlane (EKS); `None` for other providers.
+pub fn region_holder(cluster: &Value) -> Option<TemplateRef<'_>> {
+    if let Ok(r) = object_ref(cluster, "/spec/infrastructureRef")
+        && r.group == INFRASTRUCTURE_GROUP
+        && r.kind == AWS_CLUSTER
+    {
+        return Some(r);
+    }
+    object_ref(cluster, "/spec/controlPlaneRef")
+        .ok()
+        .filter(|r| r.group == CONTROL_PLANE_GROUP && r.kind == AWS_MANAGED_CONTROL_PLANE)
+}
+
+/// `spec.region` of an AWSCluster or AWSManagedControlPlane.
+pub fn region(holder: &Value) -> Option<&str> {
+    holder
+        .pointer("/spec/region")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+/// `spec.identityRef` (kind, name) of an AWSCluster or AWSManagedControlPlane; CAPA's default
+/// without one is its controller's own identity.
+pub fn identity_ref(holder: &Value) -> Option<(&str, &str)> {
+    let r = holder.pointer("/spec/identityRef")?;
+    let kind = r
+        .get("kind")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())?;
+    let name = r
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())?;
+    Some((kind, name))
+}
+
+/// `spec.secretRef` of an AWSClusterStaticIdentity (a Secret name in CAPA's namespace).
+pub fn static_identity_secret(identity: &Value) -> Option<&str> {
+    identity
+        .pointer("/spec/secretRef")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 /// The instance type an AWSMachineTemplate asks for (`spec.template.spec.instanceType`).
@@ -170,6 +249,33 @@ mod tests {
                 json!({"apiGroup": "g", "kind": "AWSMachineTemplate", "name": ""})
             )),
             Err(RefError::Field("name"))
+        );
+    }
+
+    #[test]
+    fn cluster_region_and_identity() {
+        let md = json!({"spec": {"clusterName": "c1"}, "metadata": {"labels": {CLUSTER_NAME_LABEL: "other"}}});
+        assert_eq!(cluster_name(&md), Some("c1"));
+        let labelled = json!({"metadata": {"labels": {CLUSTER_NAME_LABEL: "c2"}}});
+        assert_eq!(cluster_name(&labelled), Some("c2"));
+        assert_eq!(cluster_name(&json!({})), None);
+        let cluster = json!({"metadata": {"namespace": "ns"}, "spec": {
+            "infrastructureRef": {"apiGroup": INFRASTRUCTURE_GROUP, "kind": "AWSCluster", "name": "c1"}}});
+        let r = region_holder(&cluster).unwrap();
+        assert_eq!((r.kind, r.name, r.namespace), ("AWSCluster", "c1", "ns"));
+        let eks = json!({"metadata": {"namespace": "ns"}, "spec": {
+            "infrastructureRef": {"apiVersion": "infrastructure.cluster.x-k8s.io/v1beta2", "kind": "AWSManagedCluster", "name": "c"},
+            "controlPlaneRef": {"apiVersion": "controlplane.cluster.x-k8s.io/v1beta2", "kind": "AWSManagedControlPlane", "name": "cp"}}});
+        assert_eq!(region_holder(&eks).unwrap().kind, AWS_MANAGED_CONTROL_PLANE);
+        let docker = json!({"spec": {"infrastructureRef": {"apiGroup": INFRASTRUCTURE_GROUP, "kind": "DockerCluster", "name": "d"}}});
+        assert!(region_holder(&docker).is_none());
+        let aws = json!({"spec": {"region": "eu-west-1", "identityRef": {"kind": "AWSClusterStaticIdentity", "name": "id"}}});
+        assert_eq!(region(&aws), Some("eu-west-1"));
+        assert_eq!(identity_ref(&aws), Some(("AWSClusterStaticIdentity", "id")));
+        assert_eq!(identity_ref(&json!({"spec": {}})), None);
+        assert_eq!(
+            static_identity_secret(&json!({"spec": {"secretRef": "s"}})),
+            Some("s")
         );
     }
 

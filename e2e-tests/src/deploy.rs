@@ -211,11 +211,14 @@ pub fn admission_hook(
             .as_str()
             .and_then(|a| a.rsplit_once('/'))
             .unwrap_or(("", ""));
+        let kind = review.object["kind"].as_str().unwrap_or_default();
+        // the plural of every kind the policy is registered for
+        let resource = format!("{}s", kind.to_lowercase());
         let matched = rules.iter().any(|r| {
             has(&strings(&r["operations"]), review.operation)
                 && has(&strings(&r["apiGroups"]), group)
                 && has(&strings(&r["apiVersions"]), version)
-                && has(&strings(&r["resources"]), "machinesets")
+                && has(&strings(&r["resources"]), &resource)
         });
         let ns_ok = namespaces.as_ref().is_none_or(|names| {
             review
@@ -226,12 +229,11 @@ pub fn admission_hook(
         if !matched || !ns_ok {
             return None;
         }
+        let gvk = json!({"group": group, "version": version, "kind": kind});
+        let gvr = json!({"group": group, "version": version, "resource": resource});
         let request = json!({
             "uid": format!("fake-{}", review.name),
-            "kind": {"group": "machine.openshift.io", "version": "v1beta1", "kind": "MachineSet"},
-            "resource": {"group": "machine.openshift.io", "version": "v1beta1", "resource": "machinesets"},
-            "requestKind": {"group": "machine.openshift.io", "version": "v1beta1", "kind": "MachineSet"},
-            "requestResource": {"group": "machine.openshift.io", "version": "v1beta1", "resource": "machinesets"},
+            "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
             "name": review.name, "namespace": review.namespace,
             "operation": review.operation,
             "userInfo": {"username": review.user},
@@ -280,6 +282,49 @@ fn namespace_selector_names(sel: &Value) -> Result<Option<Vec<String>>> {
         }
     }
     bail!("namespaceSelector {sel} is not understood by the test harness")
+}
+
+/// The refresher pod of `manifests`' Deployment `capa-refresher` (pod `capa-refresher-0` in
+/// `pod_namespace`), as `user`: the container's arguments, without its fixed ports (a test binds
+/// none), against the fake API server whose kubeconfig is `kubeconfig`.
+pub fn start_deployed_refresher(
+    manifests: &Manifests,
+    kubeconfig: &std::path::Path,
+    home: &std::path::Path,
+    pod_namespace: &str,
+) -> Result<(crate::servers::Process, Vec<String>)> {
+    let deployment = manifests
+        .find("Deployment", "capa-refresher")
+        .context("no Deployment capa-refresher")?;
+    let args: Vec<String> = container_args(
+        deployment,
+        "refresher",
+        &[
+            ("POD_NAMESPACE", pod_namespace),
+            ("POD_NAME", "capa-refresher-0"),
+        ],
+    )
+    .into_iter()
+    .filter(|a| !a.starts_with("--metrics-bind-address") && !a.starts_with("--health-addr"))
+    .collect();
+    let child = crate::objects::refresher_command(kubeconfig, home)
+        .args(&args)
+        .args(["--metrics-bind-address", "0", "--health-addr", "0"])
+        .env("POD_NAME", "capa-refresher-0")
+        .env("POD_NAMESPACE", pod_namespace)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "cannot run {} (cargo build -p capa-refresher)",
+                paths::refresher_bin().display()
+            )
+        })?;
+    Ok((
+        crate::servers::Process::from_child(child, "capa-refresher"),
+        args,
+    ))
 }
 
 /// The arguments of a Deployment's container, with `$(VAR)` replaced from `env`.

@@ -113,6 +113,57 @@ pub const KINDS: &[Kind] = &[
         plural: "leases",
         namespaced: true,
     },
+    // Cluster API and CAPA, at their current version (v1beta1 is not served: a client asking
+    // for it gets 404, as from a cluster that dropped it)
+    Kind {
+        group: "cluster.x-k8s.io",
+        version: "v1beta2",
+        kind: "MachineDeployment",
+        plural: "machinedeployments",
+        namespaced: true,
+    },
+    Kind {
+        group: "cluster.x-k8s.io",
+        version: "v1beta2",
+        kind: "MachineSet",
+        plural: "machinesets",
+        namespaced: true,
+    },
+    Kind {
+        group: "cluster.x-k8s.io",
+        version: "v1beta2",
+        kind: "Cluster",
+        plural: "clusters",
+        namespaced: true,
+    },
+    Kind {
+        group: "infrastructure.cluster.x-k8s.io",
+        version: "v1beta2",
+        kind: "AWSMachineTemplate",
+        plural: "awsmachinetemplates",
+        namespaced: true,
+    },
+    Kind {
+        group: "infrastructure.cluster.x-k8s.io",
+        version: "v1beta2",
+        kind: "AWSCluster",
+        plural: "awsclusters",
+        namespaced: true,
+    },
+    Kind {
+        group: "infrastructure.cluster.x-k8s.io",
+        version: "v1beta2",
+        kind: "AWSClusterStaticIdentity",
+        plural: "awsclusterstaticidentities",
+        namespaced: false,
+    },
+    Kind {
+        group: "controlplane.cluster.x-k8s.io",
+        version: "v1beta2",
+        kind: "AWSManagedControlPlane",
+        plural: "awsmanagedcontrolplanes",
+        namespaced: true,
+    },
 ];
 
 fn kind_of(group: &str, version: &str, plural: &str) -> Option<&'static Kind> {

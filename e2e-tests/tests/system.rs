@@ -12,10 +12,9 @@ use e2e_tests::cluster_host::ClusterHost;
 use e2e_tests::deploy::{self, Manifests};
 use e2e_tests::fake_kube::{FakeKube, RequestRecord};
 use e2e_tests::objects;
-use e2e_tests::servers::{self, Ec2, Process, wait_for};
+use e2e_tests::servers::{self, Ec2, wait_for};
 use e2e_tests::{Policy, paths};
 use serde_json::{Value, json};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,36 +97,10 @@ fn refresher_and_policy_annotate_machinesets_like_in_a_cluster() {
     );
 
     // the refresher with the Deployment's arguments, as its ServiceAccount
-    let deployment = manifests.find("Deployment", "capa-refresher").unwrap();
-    let args: Vec<String> = deploy::container_args(
-        deployment,
-        "refresher",
-        &[
-            ("POD_NAMESPACE", REFRESHER_NS),
-            ("POD_NAME", "capa-refresher-0"),
-        ],
-    )
-    .into_iter()
-    // no fixed ports in a test: the servers are checked by the refresher tests
-    .filter(|a| !a.starts_with("--metrics-bind-address") && !a.starts_with("--health-addr"))
-    .collect();
-    assert!(args.iter().any(|a| a == "--leader-elect"), "{args:?}");
     let kubeconfig = kube.write_kubeconfig_as(&dir, &refresher_user()).unwrap();
-    let child = objects::refresher_command(&kubeconfig, &dir)
-        .args(&args)
-        .args(["--metrics-bind-address", "0", "--health-addr", "0"])
-        .env("POD_NAME", "capa-refresher-0")
-        .env("POD_NAMESPACE", REFRESHER_NS)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {}: {e} (cargo build -p capa-refresher)",
-                paths::refresher_bin().display()
-            )
-        });
-    let _refresher = Process::from_child(child, "capa-refresher");
+    let (_refresher, args) =
+        deploy::start_deployed_refresher(&manifests, &kubeconfig, &dir, REFRESHER_NS).unwrap();
+    assert!(args.iter().any(|a| a == "--leader-elect"), "{args:?}");
 
     // → ConfigMap written → re-admission patches reach the policy → annotated from the ConfigMap
     let get = |name: &str| kube.get("machine.openshift.io/v1beta1", "MachineSet", Some(NS), name);

@@ -133,14 +133,85 @@ pub async fn ca_bundle(client: &Client) -> Result<Option<Vec<u8>>, kube::Error> 
     }
 }
 
-/// A merge patch on a MachineSet; the object as stored, after admission.
-pub async fn patch_machineset(
+/// The API resource of `apiVersion` + `kind`, with the plural the CRDs of every kind the
+/// refresher reads use: the lower-case kind + `s`, `y` → `ies` (machinesets, awsclusters,
+/// awsclusterstaticidentities, …).
+pub fn resource(api_version: &str, kind: &str) -> ApiResource {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let lower = kind.to_lowercase();
+    let plural = match lower.strip_suffix('y') {
+        Some(stem) => format!("{stem}ies"),
+        None => format!("{lower}s"),
+    };
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), &plural)
+}
+
+/// One object as JSON, trying `versions` of `group` in order (a version the cluster does not
+/// serve answers 404 like a missing object); `None` when no version has it. `namespace` `None`:
+/// a cluster-scoped kind.
+pub async fn get_any_version(
+    client: &Client,
+    group: &str,
+    versions: &[&str],
+    kind: &str,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<Option<Value>, kube::Error> {
+    for version in versions {
+        let ar = resource(&format!("{group}/{version}"), kind);
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
+        match api.get(name).await {
+            Ok(o) => return Ok(Some(serde_json::to_value(o).unwrap_or(Value::Null))),
+            Err(e) if is_not_found(&e) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// Every object of `kind` in all namespaces, at the first of `versions` the cluster serves;
+/// `None` when it serves none (no such CRD).
+pub async fn list_any_version(
+    client: &Client,
+    group: &str,
+    versions: &[&str],
+    kind: &str,
+) -> Result<Option<Vec<Value>>, kube::Error> {
+    for version in versions {
+        let api: Api<DynamicObject> = Api::all_with(
+            client.clone(),
+            &resource(&format!("{group}/{version}"), kind),
+        );
+        match api.list(&ListParams::default()).await {
+            Ok(list) => {
+                return Ok(Some(
+                    list.items
+                        .into_iter()
+                        .filter_map(|o| serde_json::to_value(o).ok())
+                        .collect(),
+                ));
+            }
+            Err(e) if is_not_found(&e) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// A merge patch on the object `at` names; the object as stored, after admission.
+pub async fn patch_object(
     client: &Client,
     at: &ObjectRef,
     patch: &Value,
 ) -> Result<Value, kube::Error> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), &at.namespace, &machineset_resource());
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &at.namespace,
+        &resource(&at.api_version, &at.kind),
+    );
     let stored = api
         .patch(
             &at.name,
@@ -151,7 +222,7 @@ pub async fn patch_machineset(
     Ok(serde_json::to_value(stored).unwrap_or(Value::Null))
 }
 
-/// A core/v1 Event on a MachineSet (`type_`: `Warning` or `Normal`). Failures are logged, not
+/// A core/v1 Event on the object `at` names (`type_`: `Warning` or `Normal`). Failures are logged, not
 /// returned: an event that cannot be written must not stop a refresh.
 pub async fn event(client: &Client, at: &ObjectRef, type_: &str, reason: &str, message: &str) {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
@@ -162,8 +233,8 @@ pub async fn event(client: &Client, at: &ObjectRef, type_: &str, reason: &str, m
             ..Default::default()
         },
         involved_object: ObjectReference {
-            api_version: Some("machine.openshift.io/v1beta1".into()),
-            kind: Some("MachineSet".into()),
+            api_version: Some(at.api_version.clone()),
+            kind: Some(at.kind.clone()),
             name: Some(at.name.clone()),
             namespace: Some(at.namespace.clone()),
             ..Default::default()
@@ -183,5 +254,19 @@ pub async fn event(client: &Client, at: &ObjectRef, type_: &str, reason: &str, m
     let api: Api<Event> = Api::namespaced(client.clone(), &at.namespace);
     if let Err(e) = api.create(&PostParams::default(), &ev).await {
         tracing::warn!(machineset = %at, reason, error = %e, "cannot write event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn plurals_of_the_kinds_read() {
+        for (kind, plural) in [
+            ("MachineDeployment", "machinedeployments"),
+            ("AWSClusterStaticIdentity", "awsclusterstaticidentities"),
+            ("AWSManagedControlPlane", "awsmanagedcontrolplanes"),
+        ] {
+            assert_eq!(super::resource("g/v1", kind).plural, plural);
+        }
     }
 }

@@ -105,6 +105,26 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "CAPA_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Also cover Cluster API MachineDeployments and MachineSets (cluster.x-k8s.io, all
+    /// namespaces) backed by AWSMachineTemplates: scan their clusters' regions and re-admit them
+    /// (deploy/components/cluster-api).
+    #[arg(long, env = "CAPA_CLUSTER_API")]
+    pub cluster_api: bool,
+
+    /// CAPA's namespace, where the Secrets of AWSClusterStaticIdentities are.
+    #[arg(long, env = "CAPA_CAPA_NAMESPACE", default_value = "capa-system")]
+    pub capa_namespace: String,
+
+    /// Scan the regions of Cluster API clusters without an AWSClusterStaticIdentity with the
+    /// refresher's own default AWS credential chain (IRSA, EKS pod identity). Off: such clusters
+    /// get a Warning Event naming what to configure.
+    #[arg(
+        long,
+        env = "CAPA_CLUSTER_API_DEFAULT_CREDENTIALS",
+        requires = "cluster_api"
+    )]
+    pub cluster_api_default_credentials: bool,
 }
 
 impl Config {

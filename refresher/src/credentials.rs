@@ -20,6 +20,15 @@ pub enum AwsCredentials {
         access_key_id: String,
         secret_access_key: String,
     },
+    /// An AWSClusterStaticIdentity's Secret (CAPA's keys), which may carry a session token.
+    Session {
+        access_key_id: String,
+        secret_access_key: String,
+        session_token: Option<String>,
+    },
+    /// The refresher's own default credential chain (IRSA, EKS pod identity, environment), for
+    /// Cluster API clusters without a static identity when the admin opts in.
+    DefaultChain,
 }
 
 impl fmt::Debug for AwsCredentials {
@@ -32,6 +41,11 @@ impl fmt::Debug for AwsCredentials {
                     "Static {{ access_key_id: {access_key_id:?}, secret_access_key: <redacted> }}"
                 )
             }
+            AwsCredentials::Session { access_key_id, .. } => write!(
+                f,
+                "Session {{ access_key_id: {access_key_id:?}, secret_access_key: <redacted>, session_token: <redacted> }}"
+            ),
+            AwsCredentials::DefaultChain => f.write_str("DefaultChain"),
         }
     }
 }
@@ -45,6 +59,18 @@ pub enum CredentialsError {
     NoUsableKeys { present: String },
     #[error("key `{0}` is not UTF-8 text")]
     NotUtf8(&'static str),
+    #[error(
+        "has no usable AWS credentials: CAPA reads keys `AccessKeyID` and `SecretAccessKey` (and optionally `SessionToken`) from it (keys present: {present})"
+    )]
+    NoStaticIdentityKeys { present: String },
+}
+
+fn present_keys(data: &BTreeMap<String, Vec<u8>>) -> String {
+    if data.is_empty() {
+        "none".to_string()
+    } else {
+        data.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
 }
 
 fn text(
@@ -76,11 +102,27 @@ impl AwsCredentials {
                 secret_access_key,
             }),
             _ => Err(CredentialsError::NoUsableKeys {
-                present: if data.is_empty() {
-                    "none".to_string()
-                } else {
-                    data.keys().cloned().collect::<Vec<_>>().join(", ")
-                },
+                present: present_keys(data),
+            }),
+        }
+    }
+
+    /// Reads the `data` of an AWSClusterStaticIdentity's Secret, with CAPA's key names.
+    pub fn from_static_identity_data(
+        data: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<Self, CredentialsError> {
+        use capa_core::capi::{
+            STATIC_IDENTITY_ACCESS_KEY_ID as ID, STATIC_IDENTITY_SECRET_ACCESS_KEY as KEY,
+            STATIC_IDENTITY_SESSION_TOKEN as TOKEN,
+        };
+        match (text(data, ID)?, text(data, KEY)?) {
+            (Some(access_key_id), Some(secret_access_key)) => Ok(AwsCredentials::Session {
+                access_key_id,
+                secret_access_key,
+                session_token: text(data, TOKEN)?,
+            }),
+            _ => Err(CredentialsError::NoStaticIdentityKeys {
+                present: present_keys(data),
             }),
         }
     }
@@ -89,7 +131,9 @@ impl AwsCredentials {
     /// default profile, else a fingerprint of the file.
     pub fn identity(&self) -> String {
         match self {
-            AwsCredentials::Static { access_key_id, .. } => access_key_id.clone(),
+            AwsCredentials::Static { access_key_id, .. }
+            | AwsCredentials::Session { access_key_id, .. } => access_key_id.clone(),
+            AwsCredentials::DefaultChain => "default-chain".to_string(),
             AwsCredentials::SharedFile(file) => {
                 let default = default_profile(file);
                 default
@@ -201,6 +245,41 @@ mod tests {
         assert_eq!(
             AwsCredentials::from_secret_data(&bad).unwrap_err(),
             CredentialsError::NotUtf8("credentials")
+        );
+    }
+
+    #[test]
+    fn capa_static_identity_keys() {
+        // the keys of CAPA's docs and k0rdent's Secret (fixtures/capi-sources)
+        let c = AwsCredentials::from_static_identity_data(&data(&[
+            ("AccessKeyID", "AKIAIOSFODNN7EXAMPLE"),
+            (
+                "SecretAccessKey",
+                "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            ),
+            ("SessionToken", "tok"),
+        ]))
+        .unwrap();
+        assert_eq!(c.identity(), "AKIAIOSFODNN7EXAMPLE");
+        assert!(!format!("{c:?}").contains("tok\""), "{c:?}");
+        assert!(matches!(
+            c,
+            AwsCredentials::Session {
+                session_token: Some(_),
+                ..
+            }
+        ));
+        // the Machine API key names are not CAPA's
+        let e = AwsCredentials::from_static_identity_data(&data(&[
+            ("aws_access_key_id", "AKIA"),
+            ("aws_secret_access_key", "x"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`AccessKeyID` and `SecretAccessKey`"), "{e}");
+        assert!(
+            e.contains("keys present: aws_access_key_id, aws_secret_access_key"),
+            "{e}"
         );
     }
 

@@ -148,6 +148,35 @@ pub fn credentials_provider(
             None,
             "machineset-secret",
         )),
+        AwsCredentials::Session {
+            access_key_id,
+            secret_access_key,
+            session_token,
+        } => SharedCredentialsProvider::new(Credentials::new(
+            access_key_id.clone(),
+            secret_access_key.clone(),
+            session_token.clone(),
+            None,
+            "aws-cluster-static-identity",
+        )),
+        // built when the SDK first asks (then cached by it): the chain's construction is async
+        AwsCredentials::DefaultChain => {
+            let (region, http) = (region.clone(), http.clone());
+            SharedCredentialsProvider::new(provide_credentials_fn(move || {
+                let (region, http) = (region.clone(), http.clone());
+                async move {
+                    let conf = aws_config::provider_config::ProviderConfig::without_region()
+                        .with_region(Some(region))
+                        .with_http_client(http);
+                    aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                        .configure(conf)
+                        .build()
+                        .await
+                        .provide_credentials()
+                        .await
+                }
+            }))
+        }
         AwsCredentials::SharedFile(contents) => {
             // `[profile x]` headers mean a config file; plain `[x]` a credentials file
             let kind = if contents

@@ -1,5 +1,6 @@
 //! capa-refresher: keeps the capa-annotator instance-type ConfigMap current from EC2.
 
+mod capi;
 mod cluster;
 mod config;
 mod credentials;
@@ -65,6 +66,10 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
         dry_run: cfg.dry_run,
         stale_after: cfg.refresh_interval / 2,
         readmit_retry_after: Some(cfg.readmit_retry_after).filter(|d| !d.is_zero()),
+        cluster_api: cfg.cluster_api.then(|| capi::CapiOptions {
+            capa_namespace: cfg.capa_namespace.clone(),
+            default_credentials: cfg.cluster_api_default_credentials,
+        }),
     };
     let refresher = refresh::Refresher::new(client.clone(), opts, metrics.clone());
 

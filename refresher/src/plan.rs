@@ -1,5 +1,6 @@
-//! Which regions to scan, and with which credentials: grouped from the MachineSets, so that a
-//! region is scanned at most once per refresh however many MachineSets and Secrets point at it.
+//! Which regions to scan, and with which credentials: grouped from the MachineSets (and the
+//! Cluster API objects `capi.rs` resolved), so that a region is scanned at most once per refresh
+//! however many objects and Secrets point at it.
 
 use capa_core::machineset;
 use capa_core::provider_spec::{self, ProviderSpec};
@@ -7,16 +8,25 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// `namespace/name` of a MachineSet.
+/// One object the refresher may re-admit: a Machine API MachineSet, or a Cluster API MachineSet
+/// or MachineDeployment.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectRef {
     pub namespace: String,
     pub name: String,
+    pub api_version: String,
+    pub kind: String,
 }
 
+/// `namespace/name` for Machine API MachineSets (as before Cluster API), `Kind namespace/name`
+/// for the others.
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
+        if self.api_version.starts_with(machineset::GROUP) || self.api_version.is_empty() {
+            write!(f, "{}/{}", self.namespace, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
     }
 }
 
@@ -31,6 +41,8 @@ impl ObjectRef {
         ObjectRef {
             namespace: get("/metadata/namespace"),
             name: get("/metadata/name"),
+            api_version: get("/apiVersion"),
+            kind: get("/kind"),
         }
     }
 }
@@ -48,12 +60,54 @@ impl fmt::Display for SecretRef {
     }
 }
 
-/// One region to scan: the Secrets that may be used for it (tried in order until one works) and
-/// the MachineSets that need it.
+/// Where a region's scan may take its AWS credentials from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CredentialsRef {
+    /// A MachineSet's `providerSpec.value.credentialsSecret` (Machine API keys).
+    Secret(SecretRef),
+    /// The Secret of an `AWSClusterStaticIdentity` (CAPA's keys, in CAPA's namespace).
+    StaticIdentity { identity: String, secret: SecretRef },
+    /// The refresher's own default credential chain (`--cluster-api-default-credentials`).
+    DefaultChain,
+}
+
+impl fmt::Display for CredentialsRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CredentialsRef::Secret(s) => write!(f, "Secret {s}"),
+            CredentialsRef::StaticIdentity { identity, secret } => {
+                write!(f, "Secret {secret} of AWSClusterStaticIdentity {identity}")
+            }
+            CredentialsRef::DefaultChain => {
+                f.write_str("the refresher's default AWS credential chain")
+            }
+        }
+    }
+}
+
+impl CredentialsRef {
+    /// What to fix when these credentials do not work.
+    pub fn fix(&self) -> String {
+        match self {
+            CredentialsRef::Secret(_) => {
+                "fix the Secret referenced by providerSpec.value.credentialsSecret".to_string()
+            }
+            CredentialsRef::StaticIdentity { identity, .. } => {
+                format!("fix the Secret named by spec.secretRef of AWSClusterStaticIdentity {identity}")
+            }
+            CredentialsRef::DefaultChain => {
+                "fix the refresher's own AWS credentials (IRSA or pod identity of its ServiceAccount)".to_string()
+            }
+        }
+    }
+}
+
+/// One region to scan: the credentials that may be used for it (tried in order until one works)
+/// and the objects that need it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RegionPlan {
-    /// Secret → the MachineSets that reference it in this region.
-    pub secrets: BTreeMap<SecretRef, Vec<ObjectRef>>,
+    /// Credentials → the objects that reference them in this region.
+    pub secrets: BTreeMap<CredentialsRef, Vec<ObjectRef>>,
 }
 
 impl RegionPlan {
@@ -108,15 +162,22 @@ pub fn plan<'a>(machinesets: impl IntoIterator<Item = &'a Value>) -> Plan {
             namespace: at.namespace.clone(),
             name: secret.to_string(),
         };
-        plan.regions
+        plan.add(region, CredentialsRef::Secret(secret), at);
+    }
+    plan
+}
+
+impl Plan {
+    /// `at` needs `region`, scanned with `credentials`.
+    pub fn add(&mut self, region: &str, credentials: CredentialsRef, at: ObjectRef) {
+        self.regions
             .entry(region.to_string())
             .or_default()
             .secrets
-            .entry(secret)
+            .entry(credentials)
             .or_default()
             .push(at);
     }
-    plan
 }
 
 #[cfg(test)]
@@ -150,14 +211,16 @@ mod tests {
         let eu = &p.regions["eu-west-3"];
         assert_eq!(eu.secrets.len(), 2);
         assert_eq!(eu.machinesets().count(), 3);
-        let s1 = SecretRef {
+        let s1 = CredentialsRef::Secret(SecretRef {
             namespace: "a".into(),
             name: "s1".into(),
-        };
+        });
         assert_eq!(eu.secrets[&s1].len(), 2);
         // the same Secret name in another namespace is another Secret
         let us = &p.regions["us-east-1"];
-        assert_eq!(us.secrets.keys().next().unwrap().namespace, "b");
+        assert!(
+            matches!(us.secrets.keys().next().unwrap(), CredentialsRef::Secret(s) if s.namespace == "b")
+        );
         assert!(p.skipped.is_empty());
     }
 
@@ -182,7 +245,10 @@ mod tests {
         let at = |n: &str| ObjectRef {
             namespace: "a".into(),
             name: n.into(),
+            api_version: "machine.openshift.io/v1beta1".into(),
+            kind: "MachineSet".into(),
         };
+        assert_eq!(at("x").to_string(), "a/x");
         assert_eq!(
             p.skipped,
             vec![

@@ -41,21 +41,38 @@ pub fn decide(ms: &Value, table: &Table) -> Decision {
     let Ok(ProviderSpec::Aws(spec)) = provider_spec::read(ms) else {
         return Decision::Ignore;
     };
-    let Ok(name) = TypeName::parse(spec.instance_type) else {
+    decide_for(ms, spec.instance_type, table, Options::default())
+}
+
+/// A Cluster API MachineSet or MachineDeployment whose AWSMachineTemplate asks for
+/// `instance_type`: judged by the Cluster API key set.
+pub fn decide_cluster_api(obj: &Value, instance_type: &str, table: &Table) -> Decision {
+    if machineset::is_deleting(obj) {
+        return Decision::Ignore;
+    }
+    let opts = Options {
+        cluster_api: true,
+        ..Options::default()
+    };
+    decide_for(obj, instance_type, table, opts)
+}
+
+fn decide_for(obj: &Value, instance_type: &str, table: &Table, opts: Options) -> Decision {
+    let Ok(name) = TypeName::parse(instance_type) else {
         return Decision::Ignore;
     };
     let Some(capacity) = table.get(name) else {
-        return Decision::Unknown(spec.instance_type.to_string());
+        return Decision::Unknown(instance_type.to_string());
     };
-    let existing = match machineset::annotations(ms) {
+    let existing = match machineset::annotations(obj) {
         Ok(a) => a.cloned().unwrap_or_default(),
         Err(_) => return Decision::Ignore,
     };
-    if annotations::edits_for(&existing, capacity, Options::default()).is_empty() {
+    if annotations::edits_for(&existing, capacity, opts).is_empty() {
         return Decision::UpToDate;
     }
     Decision::Readmit(json!({"metadata": {"annotations": {
-        READMIT_ANNOTATION: entry_text(spec.instance_type, capacity)
+        READMIT_ANNOTATION: entry_text(instance_type, capacity)
     }}}))
 }
 
@@ -107,5 +124,40 @@ mod tests {
         let mut deleting = ms("m5.xlarge", json!({}));
         deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
         assert_eq!(decide(&deleting, &t), Decision::Ignore);
+    }
+
+    #[test]
+    fn cluster_api_objects_are_judged_by_the_cluster_api_keys() {
+        let t = table();
+        let md = |annotations: Value| {
+            json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "MachineDeployment",
+                   "metadata": {"namespace": "a", "name": "md", "annotations": annotations}})
+        };
+        // the Machine API keys do not make a Cluster API object right
+        let openshift = json!({"machine.openshift.io/vCPU": "4", "machine.openshift.io/memoryMb": "16384",
+                               "machine.openshift.io/GPU": "0",
+                               "capacity.cluster-autoscaler.kubernetes.io/labels": "kubernetes.io/arch=amd64"});
+        assert!(matches!(
+            decide_cluster_api(&md(openshift), "m5.xlarge", &t),
+            Decision::Readmit(_)
+        ));
+        let right = json!({"capacity.cluster-autoscaler.kubernetes.io/cpu": "4",
+                           "capacity.cluster-autoscaler.kubernetes.io/memory": "16384Mi",
+                           "capacity.cluster-autoscaler.kubernetes.io/labels": "kubernetes.io/arch=amd64"});
+        assert_eq!(
+            decide_cluster_api(&md(right.clone()), "m5.xlarge", &t),
+            Decision::UpToDate
+        );
+        // a bare number is bytes: wrong
+        let mut bytes = right;
+        bytes["capacity.cluster-autoscaler.kubernetes.io/memory"] = json!("16384");
+        assert!(matches!(
+            decide_cluster_api(&md(bytes), "m5.xlarge", &t),
+            Decision::Readmit(_)
+        ));
+        assert_eq!(
+            decide_cluster_api(&md(json!({})), "zz9.huge", &t),
+            Decision::Unknown("zz9.huge".into())
+        );
     }
 }

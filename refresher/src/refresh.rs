@@ -1,12 +1,13 @@
 //! One refresh: MachineSets → regions and credentials → at most one full DescribeInstanceTypes scan
 //! per region → merge into the stored table → write on change → re-admit MachineSets.
 
+use crate::capi::{self, CapiOptions};
 use crate::cluster;
 use crate::credentials::AwsCredentials;
 use crate::ec2::{Ec2, Ec2Error, FailureKind};
 use crate::leader::LeaderElector;
 use crate::metrics::Metrics;
-use crate::plan::{self, ObjectRef, RegionPlan, SecretRef, Skipped};
+use crate::plan::{self, CredentialsRef, ObjectRef, RegionPlan, Skipped};
 use crate::rate_limit::RegionRateLimiter;
 use crate::readmit::{self, Decision};
 use crate::region_cache::{self, RegionCache};
@@ -30,7 +31,7 @@ pub struct Report {
     /// (by this replica or the previous leader), with how long they still wait.
     pub regions_postponed: BTreeMap<String, Duration>,
     /// Secrets that could not be used (missing, no keys, rejected by AWS), with why.
-    pub secrets_failed: BTreeMap<SecretRef, String>,
+    pub secrets_failed: BTreeMap<CredentialsRef, String>,
     pub instance_types_fetched: usize,
     pub table_size: usize,
     pub written: bool,
@@ -69,6 +70,8 @@ pub struct Options {
     /// A re-admitted MachineSet that still does not match the table is re-admitted once more after
     /// this long (the policy server caches ConfigMap reads for 5 s); `None`: no second try.
     pub readmit_retry_after: Option<Duration>,
+    /// Also Cluster API MachineDeployments and MachineSets (`--cluster-api`).
+    pub cluster_api: Option<CapiOptions>,
 }
 
 /// Adds what a region's scan listed to `table`; items that cannot become entries are logged and
@@ -192,7 +195,28 @@ impl Refresher {
         let machinesets = cluster::list_machinesets(client, self.opts.namespace.as_deref())
             .await
             .map_err(|e| anyhow::anyhow!("cannot list MachineSets: {e}"))?;
-        let plan = plan::plan(&machinesets);
+        let mut plan = plan::plan(&machinesets);
+        let capi_objects = match &self.opts.cluster_api {
+            Some(o) => capi::resolve_all(client, o)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot read Cluster API objects: {e}"))?,
+            None => Vec::new(),
+        };
+        for o in &capi_objects {
+            match (&o.instance_type, &o.scan) {
+                (Err(why), _) => {
+                    // the policy warned at admission; re-admission waits for the template
+                    tracing::warn!(object = %o.at, reason = %why, "instance type unknown; skipped");
+                }
+                (Ok(_), Ok((region, credentials))) => {
+                    plan.add(region, credentials.clone(), o.at.clone());
+                }
+                (Ok(_), Err(why)) => {
+                    tracing::warn!(object = %o.at, reason = %why, "region or credentials unknown; its region is not scanned");
+                    self.warn(&o.at, &format!("capa-refresher: {why}")).await;
+                }
+            }
+        }
         for s in &plan.skipped {
             match s {
                 Skipped::Unreadable(at, why) => {
@@ -220,7 +244,7 @@ impl Refresher {
         let mut report = Report::default();
         let due = self.due_regions(&plan, only, &mut report).await;
         let mut fetched = Table::new();
-        let mut secrets: BTreeMap<SecretRef, Result<AwsCredentials, String>> = BTreeMap::new();
+        let mut secrets: BTreeMap<CredentialsRef, Result<AwsCredentials, String>> = BTreeMap::new();
         for (region, rp) in &plan.regions {
             if !due.contains(region) {
                 continue;
@@ -295,8 +319,16 @@ impl Refresher {
         report.table_size = table.len();
         if !self.opts.dry_run {
             let scanned = report.regions_ok.clone();
+            let mut objects: Vec<(ObjectRef, &Value, Option<&str>)> = machinesets
+                .iter()
+                .map(|ms| (ObjectRef::of(ms), ms, None))
+                .collect();
+            objects.extend(capi_objects.iter().filter_map(|o| {
+                let t = o.instance_type.as_deref().ok()?;
+                Some((o.at.clone(), &o.object, Some(t)))
+            }));
             self.readmit(
-                &machinesets,
+                &objects,
                 &plan.regions,
                 &scanned,
                 data_changed,
@@ -367,7 +399,7 @@ impl Refresher {
         rp: &RegionPlan,
         endpoint: Option<&str>,
         http: &aws_sdk_ec2::config::SharedHttpClient,
-        secrets: &mut BTreeMap<SecretRef, Result<AwsCredentials, String>>,
+        secrets: &mut BTreeMap<CredentialsRef, Result<AwsCredentials, String>>,
         report: &mut Report,
     ) -> Result<Vec<capa_core::ec2::InstanceTypeInfo>, String> {
         let mut failures = Vec::new();
@@ -385,6 +417,8 @@ impl Refresher {
                 }
                 None => continue,
             };
+            // the OpenShift cluster's endpoint is for its own Secrets, not the refresher's chain
+            let endpoint = endpoint.filter(|_| *secret != CredentialsRef::DefaultChain);
             let ec2 = Ec2::new(&creds, region, endpoint, http);
             match self.check_region(&ec2, &creds, region).await {
                 Ok(()) => {}
@@ -398,13 +432,15 @@ impl Refresher {
                 Err(RegionCheck::Invalid(e)) => {
                     let why = e.to_string();
                     for at in rp.machinesets() {
-                        self.warn(
-                            at,
-                            &format!(
-                                "capa-refresher: {why}; fix providerSpec.value.placement.region"
-                            ),
-                        )
-                        .await;
+                        let field = if at.kind == "MachineSet"
+                            && at.api_version.starts_with(capa_core::machineset::GROUP)
+                        {
+                            "providerSpec.value.placement.region"
+                        } else {
+                            "spec.region of its AWSCluster or AWSManagedControlPlane"
+                        };
+                        self.warn(at, &format!("capa-refresher: {why}; fix {field}"))
+                            .await;
                     }
                     tracing::warn!(region, reason = %why, "region skipped");
                     return Err(why);
@@ -428,8 +464,16 @@ impl Refresher {
         Err(failures.join("; "))
     }
 
-    async fn load_secret(&self, secret: &SecretRef) -> Result<AwsCredentials, String> {
+    async fn load_secret(&self, credentials: &CredentialsRef) -> Result<AwsCredentials, String> {
+        let (secret, capa_keys) = match credentials {
+            CredentialsRef::DefaultChain => return Ok(AwsCredentials::DefaultChain),
+            CredentialsRef::Secret(s) => (s, false),
+            CredentialsRef::StaticIdentity { secret, .. } => (secret, true),
+        };
         match cluster::secret_data(&self.client, secret).await {
+            Ok(Some(data)) if capa_keys => {
+                AwsCredentials::from_static_identity_data(&data).map_err(|e| e.to_string())
+            }
             Ok(Some(data)) => AwsCredentials::from_secret_data(&data).map_err(|e| e.to_string()),
             Ok(None) => Err("not found".to_string()),
             Err(e) => Err(format!("cannot be read: {e}")),
@@ -468,7 +512,7 @@ impl Refresher {
 
     async fn secret_failed(
         &self,
-        secret: &SecretRef,
+        secret: &CredentialsRef,
         users: &[ObjectRef],
         why: &str,
         report: &mut Report,
@@ -481,13 +525,20 @@ impl Refresher {
             .insert(secret.clone(), why.to_string());
         tracing::error!(secret = %secret, machinesets = ?users.iter().map(ToString::to_string).collect::<Vec<_>>(), reason = %why, "credentials Secret unusable");
         for at in users {
-            self.warn(at, &format!("capa-refresher: credentials Secret {secret} {why}; fix the Secret referenced by providerSpec.value.credentialsSecret")).await;
+            self.warn(
+                at,
+                &format!(
+                    "capa-refresher: credentials {secret} {why}; {}",
+                    secret.fix()
+                ),
+            )
+            .await;
         }
     }
 
     async fn ec2_failed(
         &self,
-        secret: &SecretRef,
+        secret: &CredentialsRef,
         users: &[ObjectRef],
         e: &Ec2Error,
         report: &mut Report,
@@ -520,7 +571,7 @@ impl Refresher {
     /// re-admitted once more after `readmit_retry_after`.
     async fn readmit(
         &self,
-        machinesets: &[Value],
+        objects: &[(ObjectRef, &Value, Option<&str>)],
         regions: &BTreeMap<String, RegionPlan>,
         scanned: &BTreeSet<String>,
         data_changed: bool,
@@ -532,31 +583,40 @@ impl Refresher {
             .filter(|(r, _)| scanned.contains(*r))
             .flat_map(|(_, rp)| rp.machinesets())
             .collect();
+        // a Cluster API object is judged by its template's type and the Cluster API keys
+        let judge = |obj: &Value, capi_type: Option<&str>| match capi_type {
+            Some(t) => readmit::decide_cluster_api(obj, t, table),
+            None => readmit::decide(obj, table),
+        };
         let mut again = Vec::new();
-        for ms in machinesets {
-            let at = ObjectRef::of(ms);
-            let was_scanned = in_scanned.contains(&at);
+        for (at, obj, capi_type) in objects {
+            let was_scanned = in_scanned.contains(at);
             if !was_scanned && !data_changed {
                 continue;
             }
-            match readmit::decide(ms, table) {
+            match judge(obj, *capi_type) {
                 Decision::Ignore | Decision::UpToDate => {}
                 Decision::Readmit(patch) => {
-                    if let Some(stored) = self.readmit_one(&at, &patch, report).await
-                        && let Decision::Readmit(patch) = readmit::decide(&stored, table)
+                    if let Some(stored) = self.readmit_one(at, &patch, report).await
+                        && let Decision::Readmit(patch) = judge(&stored, *capi_type)
                     {
-                        again.push((at, patch));
+                        again.push((at.clone(), patch, *capi_type));
                     }
                 }
                 Decision::Unknown(_) if !was_scanned => {}
                 Decision::Unknown(instance_type) => {
                     report.unknown += 1;
-                    self.warn(&at, &format!("capa-refresher: unknown instance type {instance_type}: EC2 does not list it; fix providerSpec.value.instanceType or add it to the policy's overrides setting")).await;
+                    let field = if capi_type.is_some() {
+                        "spec.template.spec.instanceType of its AWSMachineTemplate"
+                    } else {
+                        "providerSpec.value.instanceType"
+                    };
+                    self.warn(at, &format!("capa-refresher: unknown instance type {instance_type}: EC2 does not list it; fix {field} or add it to the policy's overrides setting")).await;
                 }
             }
         }
         let Some(wait) = self.opts.readmit_retry_after.filter(|_| !again.is_empty()) else {
-            for (at, _) in &again {
+            for (at, _, _) in &again {
                 tracing::warn!(machineset = %at, "re-admitted, but its annotations still do not match the table: is the capa-annotator policy active for it?");
             }
             return;
@@ -567,9 +627,9 @@ impl Refresher {
             "re-admitted MachineSets do not match the table yet (the policy server caches ConfigMap reads for a few seconds); re-admitting them again"
         );
         tokio::time::sleep(wait).await;
-        for (at, patch) in again {
+        for (at, patch, capi_type) in again {
             if let Some(stored) = self.readmit_one(&at, &patch, report).await
-                && !matches!(readmit::decide(&stored, table), Decision::UpToDate)
+                && !matches!(judge(&stored, capi_type), Decision::UpToDate)
             {
                 tracing::warn!(machineset = %at, "re-admitted twice, but its annotations still do not match the table: is the capa-annotator policy active for it, and may the policy server read the ConfigMap?");
             }
@@ -583,7 +643,7 @@ impl Refresher {
         patch: &Value,
         report: &mut Report,
     ) -> Option<Value> {
-        match cluster::patch_machineset(&self.client, at, patch).await {
+        match cluster::patch_object(&self.client, at, patch).await {
             Ok(stored) => {
                 report.readmitted += 1;
                 self.metrics.readmitted();
