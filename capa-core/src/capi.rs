@@ -183,6 +183,86 @@ pub fn static_identity_secret(identity: &Value) -> Option<&str> {
         .filter(|s| !s.is_empty())
 }
 
+/// Which namespaces may use an AWSClusterStaticIdentity (`spec.allowedNamespaces`), as CAPA
+/// decides before it uses one: absent = none, `{}` = any, else the namespaces of `list` and those
+/// whose labels match `selector` (an empty selector matches none).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AllowedNamespaces<'a> {
+    None,
+    Any,
+    Some {
+        list: Vec<&'a str>,
+        selector: Option<&'a Value>,
+    },
+}
+
+pub fn allowed_namespaces(identity: &Value) -> AllowedNamespaces<'_> {
+    let Some(allowed) = identity
+        .pointer("/spec/allowedNamespaces")
+        .and_then(Value::as_object)
+    else {
+        return AllowedNamespaces::None;
+    };
+    if allowed.is_empty() {
+        return AllowedNamespaces::Any;
+    }
+    let list = allowed
+        .get("list")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let selector = allowed.get("selector").filter(|s| !selector_is_empty(s));
+    AllowedNamespaces::Some { list, selector }
+}
+
+fn selector_is_empty(selector: &Value) -> bool {
+    let empty = |k: &str| {
+        selector.get(k).is_none_or(|v| {
+            v.is_null()
+                || v.as_object().is_some_and(serde_json::Map::is_empty)
+                || v.as_array().is_some_and(Vec::is_empty)
+        })
+    };
+    empty("matchLabels") && empty("matchExpressions")
+}
+
+/// Whether `labels` match a Kubernetes label selector (`matchLabels` and `matchExpressions` with
+/// In, NotIn, Exists, DoesNotExist, all ANDed). An unknown operator matches nothing.
+pub fn selector_matches(selector: &Value, labels: &serde_json::Map<String, Value>) -> bool {
+    let label = |k: &str| labels.get(k).and_then(Value::as_str);
+    let match_labels = selector
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| label(k).is_some_and(|l| Some(l) == v.as_str()));
+    let expressions = selector
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .all(|e| {
+            let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
+            let values: Vec<&str> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            match e.get("operator").and_then(Value::as_str) {
+                Some("In") => label(key).is_some_and(|l| values.contains(&l)),
+                Some("NotIn") => label(key).is_none_or(|l| !values.contains(&l)),
+                Some("Exists") => label(key).is_some(),
+                Some("DoesNotExist") => label(key).is_none(),
+                _ => false,
+            }
+        });
+    match_labels && expressions
+}
+
 /// The instance type an AWSMachineTemplate asks for (`spec.template.spec.instanceType`).
 pub fn template_instance_type(template: &Value) -> Option<&str> {
     template
@@ -277,6 +357,60 @@ mod tests {
             static_identity_secret(&json!({"spec": {"secretRef": "s"}})),
             Some("s")
         );
+    }
+
+    #[test]
+    fn allowed_namespaces_as_capa_reads_them() {
+        let id = |a: Value| json!({"spec": {"secretRef": "s", "allowedNamespaces": a}});
+        assert_eq!(
+            allowed_namespaces(&json!({"spec": {}})),
+            AllowedNamespaces::None
+        );
+        assert_eq!(allowed_namespaces(&id(json!({}))), AllowedNamespaces::Any);
+        // the Rancher docs' identity
+        assert_eq!(
+            allowed_namespaces(&id(json!({"list": ["fleet-default"]}))),
+            AllowedNamespaces::Some {
+                list: vec!["fleet-default"],
+                selector: None
+            }
+        );
+        // CAPA's docs: a selector on namespace labels; an empty one selects nothing
+        let sel = json!({"matchLabels": {"cluster.x-k8s.io/ns": "testlabel"}});
+        let with_selector = id(json!({"selector": sel}));
+        let AllowedNamespaces::Some {
+            list,
+            selector: Some(s),
+        } = allowed_namespaces(&with_selector)
+        else {
+            panic!()
+        };
+        assert!(list.is_empty());
+        let labels = |v: Value| v.as_object().unwrap().clone();
+        assert!(selector_matches(
+            s,
+            &labels(json!({"cluster.x-k8s.io/ns": "testlabel", "x": "y"}))
+        ));
+        assert!(!selector_matches(
+            s,
+            &labels(json!({"cluster.x-k8s.io/ns": "other"}))
+        ));
+        assert_eq!(
+            allowed_namespaces(&id(json!({"selector": {"matchLabels": {}}}))),
+            AllowedNamespaces::Some {
+                list: vec![],
+                selector: None
+            }
+        );
+        let exprs = json!({"matchExpressions": [
+            {"key": "team", "operator": "In", "values": ["a", "b"]},
+            {"key": "frozen", "operator": "DoesNotExist"}]});
+        assert!(selector_matches(&exprs, &labels(json!({"team": "b"}))));
+        assert!(!selector_matches(
+            &exprs,
+            &labels(json!({"team": "b", "frozen": "1"}))
+        ));
+        assert!(!selector_matches(&exprs, &labels(json!({}))));
     }
 
     #[test]

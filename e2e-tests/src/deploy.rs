@@ -285,13 +285,14 @@ fn namespace_selector_names(sel: &Value) -> Result<Option<Vec<String>>> {
 }
 
 /// The refresher pod of `manifests`' Deployment `capa-refresher` (pod `capa-refresher-0` in
-/// `pod_namespace`), as `user`: the container's arguments, without its fixed ports (a test binds
-/// none), against the fake API server whose kubeconfig is `kubeconfig`.
+/// `pod_namespace`): the container's arguments, without its fixed ports (a test binds none), with
+/// `env` added, against the fake API server whose kubeconfig (and user) is `kubeconfig`.
 pub fn start_deployed_refresher(
     manifests: &Manifests,
     kubeconfig: &std::path::Path,
     home: &std::path::Path,
     pod_namespace: &str,
+    env: &[(&str, &str)],
 ) -> Result<(crate::servers::Process, Vec<String>)> {
     let deployment = manifests
         .find("Deployment", "capa-refresher")
@@ -312,6 +313,7 @@ pub fn start_deployed_refresher(
         .args(["--metrics-bind-address", "0", "--health-addr", "0"])
         .env("POD_NAME", "capa-refresher-0")
         .env("POD_NAMESPACE", pod_namespace)
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())
         .spawn()

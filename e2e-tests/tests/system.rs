@@ -99,7 +99,7 @@ fn refresher_and_policy_annotate_machinesets_like_in_a_cluster() {
     // the refresher with the Deployment's arguments, as its ServiceAccount
     let kubeconfig = kube.write_kubeconfig_as(&dir, &refresher_user()).unwrap();
     let (_refresher, args) =
-        deploy::start_deployed_refresher(&manifests, &kubeconfig, &dir, REFRESHER_NS).unwrap();
+        deploy::start_deployed_refresher(&manifests, &kubeconfig, &dir, REFRESHER_NS, &[]).unwrap();
     assert!(args.iter().any(|a| a == "--leader-elect"), "{args:?}");
 
     // → ConfigMap written → re-admission patches reach the policy → annotated from the ConfigMap

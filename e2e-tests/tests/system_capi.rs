@@ -28,6 +28,13 @@ fn refresher_user() -> String {
 
 /// A fixture object with its `${VAR}` and `<placeholder>` values filled in from `vars`.
 fn fixture(file: &str, vars: &[(&str, &str)]) -> Value {
+    let docs = fixtures(file, vars);
+    assert_eq!(docs.len(), 1, "{file}");
+    docs.into_iter().next().unwrap()
+}
+
+/// Every object of a fixture file, filled in like [`fixture`].
+fn fixtures(file: &str, vars: &[(&str, &str)]) -> Vec<Value> {
     let mut text =
         std::fs::read_to_string(paths::fixture(&format!("capi-sources/{file}"))).unwrap();
     for (k, v) in vars {
@@ -39,8 +46,7 @@ fn fixture(file: &str, vars: &[(&str, &str)]) -> Value {
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .filter(|v: &Value| !v.is_null())
         .collect();
-    assert_eq!(docs.len(), 1, "{file}");
-    docs.into_iter().next().unwrap()
+    docs
 }
 
 /// What the API server makes of a Secret's `stringData`: base64 `data`.
@@ -55,6 +61,22 @@ fn stored_secret(mut secret: Value) -> Value {
     secret.as_object_mut().unwrap().remove("stringData");
     secret["data"] = Value::Object(data);
     secret
+}
+
+/// The regions the table ConfigMap says it holds.
+fn table_regions(kube: &FakeKube) -> String {
+    let cm = kube
+        .get(
+            "v1",
+            "ConfigMap",
+            Some("openshift-machine-api"),
+            "machineset-instance-types",
+        )
+        .expect("the table ConfigMap");
+    cm["metadata"]["annotations"]["capa-annotator.io/regions"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn capi_annotations(obj: &Value) -> serde_json::Map<String, Value> {
@@ -86,22 +108,47 @@ fn the_refresher_and_the_policy_annotate_cluster_api_machine_deployments() {
             deploy::admission_hook(cap, policy.clone(), host.clone()).unwrap(),
         );
     }
-    kube.put(objects::infrastructure(&ec2.proxy_url));
+    // an OpenShift management cluster whose Infrastructure names an endpoint nobody serves: the
+    // Cluster API scans must not use it
+    kube.put(objects::infrastructure("http://127.0.0.1:9"));
 
     // cluster 1 (eu-west-3): k0smotron's MachineDeployment and template (t3.large), Rancher's
-    // AWSCluster with its AWSClusterStaticIdentity and Secret; CAPA's GPU template (g4dn.xlarge)
-    // behind a second MachineDeployment of the same cluster
+    // AWSCluster naming CAPA's docs' AWSClusterStaticIdentity, which admits namespaces by label
+    // (the docs' Namespace labels, here on `default`); CAPA's GPU template (g4dn.xlarge) behind a
+    // second MachineDeployment of the same cluster
     let cluster_name = "k0s-aws-test";
     kube.put(json!({"apiVersion": MD, "kind": "Cluster",
         "metadata": {"name": cluster_name, "namespace": "default"},
         "spec": {"infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io",
                                        "kind": "AWSCluster", "name": cluster_name}}}));
-    let mut aws_cluster = fixture(
+    let rancher_cluster = fixture(
         "awscluster-v1beta2-static-identity-rancher.yaml",
         &[("your region", "eu-west-3")],
     );
+    let mut aws_cluster = rancher_cluster.clone();
     aws_cluster["metadata"] = json!({"name": cluster_name, "namespace": "default"});
+    aws_cluster["spec"]["identityRef"]["name"] = json!("test-account");
     kube.put(aws_cluster);
+    let docs = fixtures("awscluster-static-identity-capa-docs-v1beta1.yaml", &[]);
+    let by_kind = |k: &str| docs.iter().find(|d| d["kind"] == k).unwrap().clone();
+    let mut identity = by_kind("AWSClusterStaticIdentity");
+    identity["apiVersion"] = json!("infrastructure.cluster.x-k8s.io/v1beta2"); // served as v1beta2
+    kube.put(identity);
+    kube.put(stored_secret(by_kind("Secret")));
+    let mut namespace = by_kind("Namespace");
+    namespace["metadata"]["name"] = json!("default");
+    kube.put(namespace);
+
+    // cluster 4 (us-west-2): Rancher's identity admits fleet-default only, so the refresher, like
+    // CAPA, does not use it for `default`
+    kube.put(json!({"apiVersion": MD, "kind": "Cluster",
+        "metadata": {"name": "denied", "namespace": "default"},
+        "spec": {"infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io",
+                                       "kind": "AWSCluster", "name": "denied"}}}));
+    let mut denied = rancher_cluster;
+    denied["metadata"] = json!({"name": "denied", "namespace": "default"});
+    denied["spec"]["region"] = json!("us-west-2");
+    kube.put(denied);
     kube.put(fixture(
         "awsclusterstaticidentity-v1beta2-rancher.yaml",
         &[],
@@ -113,6 +160,10 @@ fn the_refresher_and_the_policy_annotate_cluster_api_machine_deployments() {
             ("secret access key", "capi-lab-secret"),
         ],
     )));
+    let mut denied_md = fixture("machinedeployment-v1beta2-mixed-refs-k0smotron.yaml", &[]);
+    denied_md["metadata"]["name"] = json!("denied-md");
+    denied_md["spec"]["clusterName"] = json!("denied");
+    kube.put(denied_md);
     kube.put(fixture(
         "awsmachinetemplate-v1beta2-k0smotron-t3large.yaml",
         &[],
@@ -197,13 +248,17 @@ fn the_refresher_and_the_policy_annotate_cluster_api_machine_deployments() {
     // the admin lists the identities' Secrets in the component's Role, as its comment asks
     for o in manifests.objects.iter_mut() {
         if o["kind"] == "Role" && o["metadata"]["name"] == "capa-refresher-static-identities" {
-            o["rules"][0]["resourceNames"] = json!(["capa-lab-credentials", "e2e-account-creds"]);
+            o["rules"][0]["resourceNames"] = json!(["test-account-creds", "e2e-account-creds"]);
         }
     }
 
     let kubeconfig = kube.write_kubeconfig_as(&dir, &refresher_user()).unwrap();
+    // Cluster API scans use the refresher's AWS_ENDPOINT_URL_EC2, not the OpenShift
+    // Infrastructure's endpoint (that one is for the Machine API MachineSets)
+    let endpoint = [("AWS_ENDPOINT_URL_EC2", ec2.proxy_url.as_str())];
     let (_refresher, args) =
-        deploy::start_deployed_refresher(&manifests, &kubeconfig, &dir, REFRESHER_NS).unwrap();
+        deploy::start_deployed_refresher(&manifests, &kubeconfig, &dir, REFRESHER_NS, &endpoint)
+            .unwrap();
     assert!(args.iter().any(|a| a == "--cluster-api"), "{args:?}");
 
     let get = |name: &str| kube.get(MD, "MachineDeployment", Some("default"), name);
@@ -283,18 +338,7 @@ fn the_refresher_and_the_policy_annotate_cluster_api_machine_deployments() {
         (ms_capacity().as_ref() == Some(&want[0].1)).then_some(())
     });
     assert!(ms_done.is_some(), "the MachineSet: {:?}", ms_capacity());
-    let cm = kube
-        .get(
-            "v1",
-            "ConfigMap",
-            Some("openshift-machine-api"),
-            "machineset-instance-types",
-        )
-        .unwrap();
-    assert_eq!(
-        cm["metadata"]["annotations"]["capa-annotator.io/regions"],
-        "eu-west-3"
-    );
+    assert_eq!(table_regions(&kube), "eu-west-3");
     assert!(
         ec2.count("DescribeInstanceTypes", Some("eu-west-3"))
             .unwrap()
@@ -341,6 +385,18 @@ fn the_refresher_and_the_policy_annotate_cluster_api_machine_deployments() {
     assert!(msg.contains("`AccessKeyID` and `SecretAccessKey`"), "{msg}");
     assert!(!msg.contains("AKIAEKS"), "{msg}");
 
+    let denied = event_for("denied-md");
+    let msg = denied["message"].as_str().unwrap();
+    assert!(
+        msg.contains("AWSClusterStaticIdentity capa-lab-identity does not list the namespace, so CAPA does not use it for namespace default"),
+        "{msg}"
+    );
+    assert_eq!(
+        ec2.count("DescribeInstanceTypes", Some("us-west-2"))
+            .unwrap(),
+        0
+    );
+
     // a rollout: the GPU MachineDeployment moves to a new template without GPUs (arm64); the
     // policy, at the admin's write, drops the GPU keys
     let mut arm = fixture(
@@ -376,6 +432,42 @@ fn the_refresher_and_the_policy_annotate_cluster_api_machine_deployments() {
         "{after:?}"
     );
     assert_eq!(autoscaler::labels(&after)["kubernetes.io/arch"], "arm64");
+
+    // the cluster without a static identity, with the admin's opt-in: scanned with the
+    // refresher's own credentials (here the environment's, as IRSA would give them)
+    let once = objects::refresher_command(&kubeconfig, &dir)
+        .args([
+            "--once",
+            "--cluster-api",
+            "--cluster-api-default-credentials",
+            "--capa-namespace=capa-system",
+            "--namespace=openshift-machine-api",
+            "--configmap-namespace=openshift-machine-api",
+            "--log-format=json",
+        ])
+        .env("AWS_ENDPOINT_URL_EC2", &ec2.proxy_url)
+        .env("AWS_ACCESS_KEY_ID", "AKIAREFRESHERPOD")
+        .env("AWS_SECRET_ACCESS_KEY", "pod-secret")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&once.stderr);
+    assert!(
+        ec2.count("DescribeInstanceTypes", Some("ap-south-1"))
+            .unwrap()
+            > 0,
+        "ap-south-1 not scanned with the default chain: {log}"
+    );
+    assert!(!log.contains("pod-secret"), "{log}");
+    let scanned_with = log
+        .lines()
+        .filter(|l| l.contains("scanning instance types") && l.contains("ap-south-1"))
+        .collect::<Vec<_>>();
+    assert!(
+        scanned_with.len() == 1
+            && scanned_with[0].contains("the refresher's default AWS credential chain"),
+        "{log}"
+    );
+    assert_eq!(table_regions(&kube), "ap-south-1,eu-west-3");
 
     // RBAC, both ways: the refresher used what deploy/ with the component grants, and all of it
     let requests: Vec<RequestRecord> = kube

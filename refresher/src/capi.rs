@@ -22,6 +22,20 @@ pub struct CapiOptions {
     pub capa_namespace: String,
     /// Clusters without a static identity are scanned with the refresher's own credentials.
     pub default_credentials: bool,
+    /// The EC2 endpoint of Cluster API scans: `AWS_ENDPOINT_URL_EC2` (or `AWS_ENDPOINT_URL`) of
+    /// the refresher, else the SDK's default for the region. The OpenShift `Infrastructure`'s
+    /// endpoint is for the Machine API MachineSets of the cluster it describes, not for the
+    /// workload clusters CAPA manages.
+    pub ec2_endpoint: Option<String>,
+}
+
+impl CapiOptions {
+    /// `AWS_ENDPOINT_URL_EC2`, else `AWS_ENDPOINT_URL`, from `var` (the process environment).
+    pub fn endpoint_from_env(var: impl Fn(&str) -> Option<String>) -> Option<String> {
+        ["AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL"]
+            .into_iter()
+            .find_map(|k| var(k).filter(|v| !v.trim().is_empty()))
+    }
 }
 
 /// One Cluster API object and what the refresher found for it.
@@ -208,6 +222,7 @@ async fn scan_target(
             let secret = capi::static_identity_secret(&id).ok_or_else(|| {
                 format!("AWSClusterStaticIdentity {identity} has no spec.secretRef")
             })?;
+            check_allowed(client, &id, identity, holder_ref.namespace, cache).await?;
             CredentialsRef::StaticIdentity {
                 identity: identity.to_string(),
                 secret: SecretRef {
@@ -228,4 +243,81 @@ async fn scan_target(
         }
     };
     Ok((region, credentials))
+}
+
+/// CAPA uses an identity only for the namespaces its `spec.allowedNamespaces` admits; the
+/// refresher keeps to the same rule.
+async fn check_allowed(
+    client: &Client,
+    identity: &Value,
+    name: &str,
+    namespace: &str,
+    cache: &mut Lookups,
+) -> Result<(), String> {
+    let refused = |why: &str| {
+        format!(
+            "AWSClusterStaticIdentity {name} {why}, so CAPA does not use it for namespace {namespace} and neither does the refresher: fix its spec.allowedNamespaces"
+        )
+    };
+    match capi::allowed_namespaces(identity) {
+        capi::AllowedNamespaces::Any => Ok(()),
+        capi::AllowedNamespaces::None => Err(refused("has no spec.allowedNamespaces")),
+        capi::AllowedNamespaces::Some { list, .. } if list.contains(&namespace) => Ok(()),
+        capi::AllowedNamespaces::Some { selector: None, .. } => {
+            Err(refused("does not list the namespace"))
+        }
+        capi::AllowedNamespaces::Some {
+            selector: Some(selector),
+            ..
+        } => {
+            let ns = cache
+                .get(client, "", &["v1"], "Namespace", None, namespace)
+                .await?
+                .ok_or_else(|| format!("Namespace {namespace} not found"))?;
+            let labels = ns
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            if capi::selector_matches(selector, &labels) {
+                Ok(())
+            } else {
+                Err(refused(
+                    "neither lists the namespace nor selects it by its labels",
+                ))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CapiOptions;
+
+    #[test]
+    fn the_ec2_specific_endpoint_variable_wins() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(
+            CapiOptions::endpoint_from_env(env(&[
+                ("AWS_ENDPOINT_URL", "http://a"),
+                ("AWS_ENDPOINT_URL_EC2", "http://b")
+            ])),
+            Some("http://b".into())
+        );
+        assert_eq!(
+            CapiOptions::endpoint_from_env(env(&[
+                ("AWS_ENDPOINT_URL", "http://a"),
+                ("AWS_ENDPOINT_URL_EC2", " ")
+            ])),
+            Some("http://a".into())
+        );
+        assert_eq!(CapiOptions::endpoint_from_env(env(&[])), None);
+    }
 }

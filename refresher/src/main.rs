@@ -69,6 +69,7 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
         cluster_api: cfg.cluster_api.then(|| capi::CapiOptions {
             capa_namespace: cfg.capa_namespace.clone(),
             default_credentials: cfg.cluster_api_default_credentials,
+            ec2_endpoint: capi::CapiOptions::endpoint_from_env(|k| std::env::var(k).ok()),
         }),
     };
     let refresher = refresh::Refresher::new(client.clone(), opts, metrics.clone());

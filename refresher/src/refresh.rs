@@ -417,8 +417,15 @@ impl Refresher {
                 }
                 None => continue,
             };
-            // the OpenShift cluster's endpoint is for its own Secrets, not the refresher's chain
-            let endpoint = endpoint.filter(|_| *secret != CredentialsRef::DefaultChain);
+            // Machine API Secrets: the OpenShift cluster's endpoint; Cluster API: the refresher's
+            let endpoint = match secret {
+                CredentialsRef::Secret(_) => endpoint,
+                _ => self
+                    .opts
+                    .cluster_api
+                    .as_ref()
+                    .and_then(|o| o.ec2_endpoint.as_deref()),
+            };
             let ec2 = Ec2::new(&creds, region, endpoint, http);
             match self.check_region(&ec2, &creds, region).await {
                 Ok(()) => {}
