@@ -231,6 +231,12 @@ fn the_refresher_and_the_policy_annotate_cluster_api_machine_deployments() {
     eks_md["spec"]["template"]["spec"]["infrastructureRef"]["name"] = json!("eks-mt");
     kube.put(eks_md);
 
+    // a MachineDeployment of cluster 1 whose template does not exist (yet)
+    let mut early = fixture("machinedeployment-v1beta2-mixed-refs-k0smotron.yaml", &[]);
+    early["metadata"]["name"] = json!("early-md");
+    early["spec"]["template"]["spec"]["infrastructureRef"]["name"] = json!("not-yet");
+    kube.put(early);
+
     // cluster 3: no identityRef (CAPA's controller identity): the refresher cannot scan for it
     kube.put(json!({"apiVersion": MD, "kind": "Cluster",
         "metadata": {"name": "ctrl", "namespace": "default"},
@@ -385,6 +391,12 @@ fn the_refresher_and_the_policy_annotate_cluster_api_machine_deployments() {
     assert!(msg.contains("`AccessKeyID` and `SecretAccessKey`"), "{msg}");
     assert!(!msg.contains("AKIAEKS"), "{msg}");
 
+    let early = event_for("early-md");
+    let msg = early["message"].as_str().unwrap();
+    assert!(
+        msg.contains("AWSMachineTemplate default/not-yet not found; it is re-admitted at the first refresh after the template can be read"),
+        "{msg}"
+    );
     let denied = event_for("denied-md");
     let msg = denied["message"].as_str().unwrap();
     assert!(

@@ -205,8 +205,9 @@ impl Refresher {
         for o in &capi_objects {
             match (&o.instance_type, &o.scan) {
                 (Err(why), _) => {
-                    // the policy warned at admission; re-admission waits for the template
+                    // re-admission waits for the template; the Event says so where users look
                     tracing::warn!(object = %o.at, reason = %why, "instance type unknown; skipped");
+                    self.warn(&o.at, &format!("capa-refresher: {why}; it is re-admitted at the first refresh after the template can be read")).await;
                 }
                 (Ok(_), Ok((region, credentials))) => {
                     plan.add(region, credentials.clone(), o.at.clone());
