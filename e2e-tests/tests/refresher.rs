@@ -1134,3 +1134,30 @@ fn a_metrics_port_in_use_is_a_failed_start() {
     });
     assert!(!status.success(), "exit status {status:?}");
 }
+
+/// `--cluster-api` on a cluster where the Cluster API objects cannot be read (here: 500 on every
+/// list of them): the Machine API MachineSets are refreshed all the same, and the log says why the
+/// Cluster API objects were not.
+#[test]
+fn unreadable_cluster_api_objects_do_not_stop_the_machinesets_refresh() {
+    use e2e_tests::fake_kube::{ApiFault, ApiFaultEffect};
+    let c = Cluster::new();
+    c.secret("aws-creds", "AKIAE2E", "s");
+    c.machineset("w1", "eu-west-3", "m5.xlarge", "aws-creds");
+    c.kube.inject(ApiFault {
+        verb: Some("list"),
+        resource: Some("machinedeployments"),
+        user: None,
+        effect: ApiFaultEffect::InternalError,
+        count: 100,
+    });
+    let out = c.once(&["--cluster-api"]);
+    assert!(out.status.success(), "--once failed");
+    assert_eq!(c.table().len(), 1263);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("cannot read Cluster API objects; they are not refreshed this time"),
+        "{log}"
+    );
+    assert!(!c.kube.faults_served().is_empty());
+}

@@ -196,10 +196,16 @@ impl Refresher {
             .await
             .map_err(|e| anyhow::anyhow!("cannot list MachineSets: {e}"))?;
         let mut plan = plan::plan(&machinesets);
+        // Cluster API objects that cannot be read must not stop the Machine API MachineSets'
+        // refresh: logged, and left for the next refresh
         let capi_objects = match &self.opts.cluster_api {
-            Some(o) => capi::resolve_all(client, o)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot read Cluster API objects: {e}"))?,
+            Some(o) => match capi::resolve_all(client, o).await {
+                Ok(objects) => objects,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read Cluster API objects; they are not refreshed this time (with --cluster-api the refresher needs the RBAC of deploy/components/cluster-api)");
+                    Vec::new()
+                }
+            },
             None => Vec::new(),
         };
         for o in &capi_objects {
