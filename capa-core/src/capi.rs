@@ -10,8 +10,9 @@ use thiserror::Error;
 pub const GROUP: &str = "cluster.x-k8s.io";
 /// The kinds the cluster-autoscaler's clusterapi provider scales (and reads annotations from).
 pub const SCALABLE_KINDS: [&str; 2] = ["MachineSet", "MachineDeployment"];
-/// The Cluster API versions served for them.
-pub const VERSIONS: [&str; 2] = ["v1beta1", "v1beta2"];
+/// The versions served, current first: Cluster API's and CAPA's (both moved from v1beta1 to
+/// v1beta2). Asked in this order when nothing names the version.
+pub const VERSIONS: [&str; 2] = ["v1beta2", "v1beta1"];
 /// The API group of infrastructure templates.
 pub const INFRASTRUCTURE_GROUP: &str = "infrastructure.cluster.x-k8s.io";
 /// CAPA's machine template kind.
@@ -46,6 +47,15 @@ pub struct TemplateRef<'a> {
 impl TemplateRef<'_> {
     pub fn is_aws_machine_template(&self) -> bool {
         self.group == INFRASTRUCTURE_GROUP && self.kind == AWS_MACHINE_TEMPLATE
+    }
+
+    /// The versions to read the referenced object at: the ref's own (the version Cluster API
+    /// reads, so it is served), else [`VERSIONS`] in order.
+    pub fn versions(&self) -> &[&str] {
+        match &self.version {
+            Some(v) => std::slice::from_ref(v),
+            None => &VERSIONS,
+        }
     }
 }
 

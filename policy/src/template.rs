@@ -5,11 +5,6 @@ use crate::source::{Resource, ResourceSource};
 use capa_core::capi::{self, TemplateRef};
 use serde_json::Value;
 
-/// The versions of CAPA's AWSMachineTemplate asked for when the ref does not say (a v1beta2
-/// Cluster API ref carries only `apiGroup`): the current one first, then the older one still
-/// served by CAPA releases before v1beta2 became the storage version.
-pub const TEMPLATE_VERSIONS: [&str; 2] = ["v1beta2", "v1beta1"];
-
 /// Why the template gave no instance type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TemplateError {
@@ -26,18 +21,13 @@ pub fn display(r: &TemplateRef<'_>) -> String {
     format!("{} {}/{}", r.kind, r.namespace, r.name)
 }
 
-/// The template's instance type. Asks the ref's version when it gives one (Cluster API reads
-/// that version, so it is served), else [`TEMPLATE_VERSIONS`] in order until one answers.
+/// The template's instance type, read at [`TemplateRef::versions`] in order until one answers.
 pub fn instance_type(
     r: &TemplateRef<'_>,
     src: &impl ResourceSource,
 ) -> Result<String, TemplateError> {
-    let versions: &[&str] = match &r.version {
-        Some(v) => std::slice::from_ref(v),
-        None => &TEMPLATE_VERSIONS,
-    };
     let mut first_error = None;
-    for version in versions {
+    for version in r.versions() {
         let api_version = format!("{}/{version}", r.group);
         let answer = src.get(&Resource {
             api_version: &api_version,
@@ -50,10 +40,9 @@ pub fn instance_type(
             Ok(bytes) => {
                 let template: Value = serde_json::from_slice(&bytes)
                     .map_err(|e| TemplateError::Malformed(e.to_string()))?;
-                return match template.pointer("/spec/template/spec/instanceType") {
-                    Some(Value::String(t)) if !t.is_empty() => Ok(t.clone()),
-                    _ => Err(TemplateError::NoInstanceType),
-                };
+                return capi::template_instance_type(&template)
+                    .map(str::to_string)
+                    .ok_or(TemplateError::NoInstanceType);
             }
             Err(e) => {
                 first_error.get_or_insert(e);

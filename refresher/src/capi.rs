@@ -12,9 +12,6 @@ use kube::Client;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// Versions asked when a reference gives none, or for the objects listed: the current first.
-const VERSIONS: [&str; 2] = ["v1beta2", "v1beta1"];
-
 /// How Cluster API objects are resolved.
 #[derive(Debug, Clone)]
 pub struct CapiOptions {
@@ -57,7 +54,7 @@ pub async fn resolve_all(
 ) -> Result<Vec<CapiObject>, kube::Error> {
     let mut objects = Vec::new();
     for kind in capi::SCALABLE_KINDS {
-        match cluster::list_any_version(client, capi::GROUP, &VERSIONS, kind).await? {
+        match cluster::list_any_version(client, capi::GROUP, &capi::VERSIONS, kind).await? {
             Some(list) => objects.extend(list),
             None => tracing::debug!(kind, "no Cluster API {kind}s served"),
         }
@@ -112,13 +109,6 @@ impl Lookups {
     }
 }
 
-fn versions_of<'a>(r: &'a TemplateRef<'_>) -> Vec<&'a str> {
-    match r.version {
-        Some(v) => vec![v],
-        None => VERSIONS.to_vec(),
-    }
-}
-
 async fn template_type(
     client: &Client,
     tref: &TemplateRef<'_>,
@@ -128,7 +118,7 @@ async fn template_type(
         .get(
             client,
             tref.group,
-            &versions_of(tref),
+            tref.versions(),
             tref.kind,
             Some(tref.namespace),
             tref.name,
@@ -171,7 +161,7 @@ async fn scan_target(
         .get(
             client,
             capi::GROUP,
-            &VERSIONS,
+            &capi::VERSIONS,
             "Cluster",
             Some(namespace),
             name,
@@ -185,7 +175,7 @@ async fn scan_target(
         .get(
             client,
             holder_ref.group,
-            &versions_of(&holder_ref),
+            holder_ref.versions(),
             holder_ref.kind,
             Some(holder_ref.namespace),
             holder_ref.name,
@@ -210,7 +200,7 @@ async fn scan_target(
                 .get(
                     client,
                     capi::INFRASTRUCTURE_GROUP,
-                    &VERSIONS,
+                    &capi::VERSIONS,
                     kind,
                     None,
                     identity,
