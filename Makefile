@@ -6,7 +6,7 @@ WASM_DIR := $(TARGET_DIR)/$(WASM_TARGET)/policy
 CARGO ?= cargo
 KWCTL ?= kwctl
 
-.PHONY: kubectl image deploy-render all setup test-servers policy.wasm bench-policies test unit e2e lint fmt capa-admin demo bench fuzz soak kwctl-bench snapshot e2e-kwctl clean
+.PHONY: check-artifacthub e2e-cluster kubectl image deploy-render all setup test-servers policy.wasm bench-policies test unit e2e lint fmt capa-admin demo bench fuzz soak kwctl-bench snapshot e2e-kwctl clean
 
 all: policy.wasm
 
@@ -57,7 +57,7 @@ test: policy.wasm test-servers kubectl
 ## lint: formatting and clippy, warnings are errors
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
@@ -129,10 +129,51 @@ deploy-render: kubectl
 	@$(KUBECTL_BIN) kustomize examples/deploy-prometheus > /dev/null
 	@echo "deploy/ and examples/deploy-prometheus/ render"
 
+## e2e-cluster: the whole system on a real control plane: etcd + kube-apiserver on 127.0.0.1 (RBAC,
+## audit log, webhooks), the CRDs of e2e-tests/fixtures/crds, deploy/ applied with kubectl as an
+## admin does, Kubewarden's policy-server running annotated-policy.wasm behind a
+## MutatingWebhookConfiguration rendered as the Kubewarden controller renders it, two refreshers with
+## leader election, moto behind the EC2 proxy. Every process is started and stopped by the test.
+## Needs KWCTL, POLICY_SERVER and KUBE_APISERVER (paths), etcd (ETCD) and openssl. Built with the
+## workspace's feature set, as make test builds, so that after it nothing is compiled twice.
+POLICY_SERVER ?= policy-server
+KUBE_APISERVER ?= kube-apiserver
+ETCD ?= etcd
+e2e-cluster: annotated-policy.wasm test-servers kubectl
+	$(CARGO) build --workspace --bins
+	POLICY_SERVER=$(POLICY_SERVER) KUBE_APISERVER=$(KUBE_APISERVER) ETCD=$(ETCD) \
+	  CAPA_ANNOTATED_POLICY=$(CURDIR)/annotated-policy.wasm KUBECTL=$(KUBECTL_BIN) \
+	  $(CARGO) test --workspace --features e2e-tests/real-cluster --test cluster
+
 ## annotated-policy.wasm: policy.wasm with metadata.yml and README.md embedded (needs kwctl)
 annotated-policy.wasm: policy.wasm metadata.yml README.md
-	@command -v $(KWCTL) >/dev/null || { echo "kwctl is needed: https://github.com/kubewarden/kwctl/releases (or KWCTL=/path/to/kwctl; offline: ../shared/tools/kwctl/kwctl-offline)" >&2; exit 1; }
-	$(KWCTL) annotate -m metadata.yml -u README.md -o annotated-policy.wasm policy.wasm
+	@command -v $(KWCTL) >/dev/null || { echo "$(KWCTL_MISSING)" >&2; exit 1; }
+	@mkdir -p $(TARGET_DIR)
+	$(KWCTL) annotate -m metadata.yml -u README.md -o annotated-policy.wasm policy.wasm 2> $(TARGET_DIR)/kwctl-annotate.err || \
+	  { cat $(TARGET_DIR)/kwctl-annotate.err >&2; rm -f annotated-policy.wasm; exit 1; }
+	@if [ -s $(TARGET_DIR)/kwctl-annotate.err ]; then cat $(TARGET_DIR)/kwctl-annotate.err >&2; \
+	  echo "kwctl annotate printed the above about metadata.yml: fix it (a warning here is shown to every user of the policy)" >&2; \
+	  rm -f annotated-policy.wasm; exit 1; fi
+
+KWCTL_MISSING := kwctl is needed: https://github.com/kubewarden/kubewarden-controller/releases (kwctl 1.35 or newer), or KWCTL=/path/to/kwctl
+
+## artifacthub-pkg.yml: Artifact Hub's package file, generated from metadata.yml by kwctl as
+## Kubewarden's release pipeline does (never edit it by hand: change metadata.yml and run this)
+artifacthub-pkg.yml: metadata.yml
+	@command -v $(KWCTL) >/dev/null || { echo "$(KWCTL_MISSING)" >&2; exit 1; }
+	$(KWCTL) scaffold artifacthub -m metadata.yml -o artifacthub-pkg.yml
+
+## check-artifacthub: fails when the committed artifacthub-pkg.yml is not what kwctl generates from
+## metadata.yml (its createdAt timestamp aside)
+check-artifacthub:
+	@command -v $(KWCTL) >/dev/null || { echo "$(KWCTL_MISSING)" >&2; exit 1; }
+	@mkdir -p $(TARGET_DIR)
+	@$(KWCTL) scaffold artifacthub -m metadata.yml -o $(TARGET_DIR)/artifacthub-pkg.yml
+	@grep -v '^createdAt:' $(TARGET_DIR)/artifacthub-pkg.yml > $(TARGET_DIR)/artifacthub-pkg.generated
+	@grep -v '^createdAt:' artifacthub-pkg.yml > $(TARGET_DIR)/artifacthub-pkg.committed
+	@diff -u $(TARGET_DIR)/artifacthub-pkg.committed $(TARGET_DIR)/artifacthub-pkg.generated || \
+	  { echo "artifacthub-pkg.yml differs from what kwctl generates from metadata.yml: run make artifacthub-pkg.yml KWCTL=..." >&2; exit 1; }
+	@echo "artifacthub-pkg.yml is kwctl's scaffold of metadata.yml"
 
 ## e2e-kwctl: the shared fixtures under real kwctl (needs kwctl, bats >= 1.5 and jq); compares
 ## kwctl's answers with the same expected files as the waPC harness. KWCTL=/path/to/kwctl

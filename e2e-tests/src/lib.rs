@@ -14,8 +14,10 @@ pub mod cluster_host;
 pub mod deploy;
 pub mod evaluation;
 pub mod fake_kube;
+pub mod kubewarden;
 pub mod objects;
 pub mod paths;
+pub mod real_cluster;
 pub mod wasm;
 
 /// moto + proxy processes and the built-in table pipeline live in their own light crate (also used

@@ -21,6 +21,14 @@ pub fn machineset(
     })
 }
 
+/// `ms` with the node label the OpenShift autoscaler reads for GPU node groups
+/// (`cluster-api/accelerator`), as an admin sets it up (without it the policy warns).
+pub fn with_accelerator_label(mut ms: Value, accelerator: &str) -> Value {
+    ms["spec"]["template"]["spec"]["metadata"] =
+        json!({"labels": {"cluster-api/accelerator": accelerator}});
+    ms
+}
+
 /// A credentials Secret with static keys (`aws_access_key_id`, `aws_secret_access_key`).
 pub fn aws_secret(namespace: &str, name: &str, key_id: &str, secret: &str) -> Value {
     json!({

@@ -14,7 +14,7 @@ use e2e_tests::fake_kube::{FakeKube, RequestRecord};
 use e2e_tests::objects;
 use e2e_tests::servers::{self, Ec2, wait_for};
 use e2e_tests::{Policy, paths};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,8 +78,7 @@ fn refresher_and_policy_annotate_machinesets_like_in_a_cluster() {
         let mut ms = objects::machineset(NS, name, region, instance_type, "aws-creds");
         if name == "gpu" {
             // a GPU node group set up for the OpenShift autoscaler (else the policy warns)
-            ms["spec"]["template"]["spec"]["metadata"] =
-                json!({"labels": {"cluster-api/accelerator": "nvidia-a100"}});
+            ms = objects::with_accelerator_label(ms, "nvidia-a100");
         }
         kube.put(ms);
     }

@@ -21,12 +21,49 @@ pub struct WapcHost;
 
 impl ResourceSource for WapcHost {
     fn get(&self, resource: &Resource<'_>) -> Result<Vec<u8>, String> {
-        get_resource(resource, |msg| {
+        let answer = get_resource(resource, |msg| {
             wapc_guest::host_call("kubewarden", "kubernetes", "get_resource", msg)
                 .map_err(|e| e.to_string())
-        })
+        })?;
+        if let Some(line) = answer_log_line(resource, &answer) {
+            // best effort: a host without logging changes nothing
+            let _ = wapc_guest::host_call("kubewarden", "tracing", "log", &line);
+        }
+        Ok(answer)
     }
 }
+
+/// A debug log event (Kubewarden's `kubewarden/tracing/log` payload: `level`, `message` and
+/// fields) with what the host answered to a `get_resource`: the object as the policy received it,
+/// after the host applied the field mask. The policy server prints it at `--log-level debug`.
+#[derive(Serialize)]
+struct AnswerLog<'a> {
+    level: &'static str,
+    message: &'static str,
+    kind: &'a str,
+    namespace: &'a str,
+    name: &'a str,
+    field_mask: &'a str,
+    received: &'a str,
+}
+
+/// The debug log line of one answer; `None` when the answer is not text.
+pub fn answer_log_line(resource: &Resource<'_>, answer: &[u8]) -> Option<Vec<u8>> {
+    let received = std::str::from_utf8(answer).ok()?;
+    serde_json::to_vec(&AnswerLog {
+        level: "debug",
+        message: ANSWER_LOG_MESSAGE,
+        kind: resource.kind,
+        namespace: resource.namespace,
+        name: resource.name,
+        field_mask: resource.field_mask,
+        received,
+    })
+    .ok()
+}
+
+/// The message of [`answer_log_line`]'s events.
+pub const ANSWER_LOG_MESSAGE: &str = "get_resource answer";
 
 /// One `get_resource` exchange: builds the request the policy server expects, hands it to `call`
 /// (the waPC host call, or a native stand-in in tests), and keeps only the cause of an error
@@ -64,7 +101,33 @@ fn host_error_text(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::host_error_text;
+    use super::{ANSWER_LOG_MESSAGE, answer_log_line, host_error_text};
+    use crate::source::Resource;
+
+    #[test]
+    fn the_answer_log_line_is_a_kubewarden_debug_event_with_what_was_received() {
+        let resource = Resource {
+            api_version: "v1",
+            kind: "ConfigMap",
+            namespace: "openshift-machine-api",
+            name: "machineset-instance-types",
+            field_mask: "data.m5",
+        };
+        let answer = br#"{"apiVersion":"v1","kind":"ConfigMap","data":{"m5":"[\"x\"]"}}"#;
+        let line = answer_log_line(&resource, answer).expect("a line");
+        let event: serde_json::Value = serde_json::from_slice(&line).expect("JSON");
+        assert_eq!(event["level"], "debug");
+        assert_eq!(event["message"], ANSWER_LOG_MESSAGE);
+        assert_eq!(event["field_mask"], "data.m5");
+        assert_eq!(event["name"], "machineset-instance-types");
+        let received: serde_json::Value =
+            serde_json::from_str(event["received"].as_str().expect("a string")).expect("JSON");
+        assert_eq!(received["data"]["m5"], "[\"x\"]");
+        assert!(
+            answer_log_line(&resource, &[0xff, 0xfe]).is_none(),
+            "not UTF-8"
+        );
+    }
 
     #[test]
     fn host_errors_keep_the_cause_only() {
