@@ -283,7 +283,8 @@ impl PolicyServer {
 
 /// What the policy received for its `get_resource` calls of `kind`, from its debug lines (message
 /// "get_resource answer", printed by policy-server under target `policy_log`): (field mask asked
-/// for, object received) pairs, in log order.
+/// for, object received) pairs, in log order. An answer the policy did not embed (too large) is
+/// `{"received_bytes": N}`.
 pub fn received_answers(log: &str, kind: &str) -> Result<Vec<(String, Value)>> {
     let mut out = Vec::new();
     for line in log.lines() {
@@ -306,8 +307,11 @@ pub fn received_answers(log: &str, kind: &str) -> Result<Vec<(String, Value)>> {
             .as_str()
             .context("field_mask")?
             .to_string();
-        let received: Value = serde_json::from_str(data["received"].as_str().context("received")?)
-            .context("the received object is not JSON")?;
+        // an answer too large to embed comes with its size alone (`received_bytes`)
+        let received = match &data["received"] {
+            Value::Null => json!({"received_bytes": data["received_bytes"]}),
+            v => v.clone(),
+        };
         out.push((mask, received));
     }
     Ok(out)

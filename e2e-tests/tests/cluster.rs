@@ -871,6 +871,10 @@ fn the_policy_receives_only_the_family_it_asked_for(w: &mut World) -> Result<()>
         let family = asked
             .strip_prefix("data.")
             .context("a data.<family> mask")?;
+        ensure!(
+            answer["kind"] == "ConfigMap",
+            "asked for {asked}, received {answer}: too large for one family (not pruned)"
+        );
         let keys: Vec<&String> = answer["data"]
             .as_object()
             .map(|d| d.keys().collect())
@@ -895,6 +899,10 @@ fn the_policy_receives_only_the_family_it_asked_for(w: &mut World) -> Result<()>
         "the policy logged no AWSMachineTemplate answer"
     );
     for (asked, answer) in &templates {
+        ensure!(
+            answer["kind"] == "AWSMachineTemplate",
+            "template read, received {answer}"
+        );
         ensure!(
             asked == "spec.template.spec.instanceType",
             "template read with mask {asked}"

@@ -33,9 +33,8 @@ impl ResourceSource for WapcHost {
     }
 }
 
-/// A debug log event (Kubewarden's `kubewarden/tracing/log` payload: `level`, `message` and
-/// fields) with what the host answered to a `get_resource`: the object as the policy received it,
-/// after the host applied the field mask. The policy server prints it at `--log-level debug`.
+/// The fields of the debug log event (Kubewarden's `kubewarden/tracing/log` payload: `level`,
+/// `message` and fields) that says what the host answered to a `get_resource`.
 #[derive(Serialize)]
 struct AnswerLog<'a> {
     level: &'static str,
@@ -44,23 +43,42 @@ struct AnswerLog<'a> {
     namespace: &'a str,
     name: &'a str,
     field_mask: &'a str,
-    received: &'a str,
+    received_bytes: usize,
 }
 
-/// The debug log line of one answer; `None` when the answer is not text.
+/// The debug log event of one answer: the request's fields, `received_bytes`, and `received`, the
+/// object as the policy received it (after the host applied the field mask), embedded as it came,
+/// without re-encoding (this runs on every request that reads the cluster). An answer over
+/// [`LOGGED_ANSWER_MAX`] bytes (a host that ignores field masks sends the whole table) is left out.
+/// The policy server prints the event at `--log-level debug`. `None` when the answer is not a JSON
+/// object.
 pub fn answer_log_line(resource: &Resource<'_>, answer: &[u8]) -> Option<Vec<u8>> {
-    let received = std::str::from_utf8(answer).ok()?;
-    serde_json::to_vec(&AnswerLog {
+    if answer.first() != Some(&b'{') || answer.last() != Some(&b'}') {
+        return None;
+    }
+    let mut line = serde_json::to_vec(&AnswerLog {
         level: "debug",
         message: ANSWER_LOG_MESSAGE,
         kind: resource.kind,
         namespace: resource.namespace,
         name: resource.name,
         field_mask: resource.field_mask,
-        received,
+        received_bytes: answer.len(),
     })
-    .ok()
+    .ok()?;
+    if answer.len() <= LOGGED_ANSWER_MAX {
+        // replace the closing brace by `,"received":<answer>}`
+        line.pop();
+        line.reserve(answer.len() + 13);
+        line.extend_from_slice(b",\"received\":");
+        line.extend_from_slice(answer);
+        line.push(b'}');
+    }
+    Some(line)
 }
+
+/// The largest answer [`answer_log_line`] embeds (a family of the table is a few KB).
+pub const LOGGED_ANSWER_MAX: usize = 16 * 1024;
 
 /// The message of [`answer_log_line`]'s events.
 pub const ANSWER_LOG_MESSAGE: &str = "get_resource answer";
@@ -120,13 +138,19 @@ mod tests {
         assert_eq!(event["message"], ANSWER_LOG_MESSAGE);
         assert_eq!(event["field_mask"], "data.m5");
         assert_eq!(event["name"], "machineset-instance-types");
-        let received: serde_json::Value =
-            serde_json::from_str(event["received"].as_str().expect("a string")).expect("JSON");
-        assert_eq!(received["data"]["m5"], "[\"x\"]");
-        assert!(
-            answer_log_line(&resource, &[0xff, 0xfe]).is_none(),
-            "not UTF-8"
+        assert_eq!(event["received"]["data"]["m5"], "[\"x\"]");
+        assert_eq!(event["received_bytes"], answer.len());
+        assert!(answer_log_line(&resource, b"not JSON").is_none());
+        let big = format!(
+            r#"{{"data":{{"m5":"{}"}}}}"#,
+            "x".repeat(super::LOGGED_ANSWER_MAX)
         );
+        let event: serde_json::Value =
+            serde_json::from_slice(&answer_log_line(&resource, big.as_bytes()).expect("a line"))
+                .expect("JSON");
+        assert_eq!(event["received_bytes"], big.len());
+        assert!(event.get("received").is_none(), "too big to embed");
+        assert!(answer_log_line(&resource, b"").is_none());
     }
 
     #[test]
