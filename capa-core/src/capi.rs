@@ -49,13 +49,21 @@ impl TemplateRef<'_> {
         self.group == INFRASTRUCTURE_GROUP && self.kind == AWS_MACHINE_TEMPLATE
     }
 
-    /// The versions to read the referenced object at: the ref's own (the version Cluster API
-    /// reads, so it is served), else [`VERSIONS`] in order.
-    pub fn versions(&self) -> &[&str] {
-        match &self.version {
-            Some(v) => std::slice::from_ref(v),
-            None => &VERSIONS,
-        }
+    /// The versions to read the referenced object at, in order: the ref's own when it is one of
+    /// [`VERSIONS`] (the version Cluster API reads), then the other [`VERSIONS`]. A ref naming
+    /// another version (an old `v1alpha4` left by an upgrade, a version the provider no longer
+    /// serves) is read at [`VERSIONS`], as a ref without a version is: those are the versions
+    /// readers are granted, and the API server serves an object at every version of its CRD.
+    pub fn versions(&self) -> Vec<&str> {
+        let own = self.version.filter(|v| VERSIONS.contains(v));
+        own.into_iter()
+            .chain(VERSIONS.into_iter().filter(|v| Some(*v) != own))
+            .collect()
+    }
+
+    /// Whether the ref names a version other than [`VERSIONS`] (for messages).
+    pub fn names_another_version(&self) -> bool {
+        self.version.is_some_and(|v| !VERSIONS.contains(&v))
     }
 }
 
@@ -421,6 +429,26 @@ mod tests {
             &labels(json!({"team": "b", "frozen": "1"}))
         ));
         assert!(!selector_matches(&exprs, &labels(json!({}))));
+    }
+
+    #[test]
+    fn a_ref_is_read_at_its_own_version_first_then_at_the_current_ones() {
+        let at = |version| TemplateRef {
+            group: INFRASTRUCTURE_GROUP,
+            version,
+            kind: AWS_MACHINE_TEMPLATE,
+            name: "t",
+            namespace: "ns",
+        };
+        assert_eq!(at(None).versions(), ["v1beta2", "v1beta1"]);
+        assert_eq!(at(Some("v1beta2")).versions(), ["v1beta2", "v1beta1"]);
+        // a v1beta1 ref: Cluster API reads v1beta1, current CAPA serves v1beta2 only
+        assert_eq!(at(Some("v1beta1")).versions(), ["v1beta1", "v1beta2"]);
+        // CAPA's upgrade data: a v1alpha4 ref left on a v1beta1 MachineDeployment
+        assert_eq!(at(Some("v1alpha4")).versions(), ["v1beta2", "v1beta1"]);
+        assert!(at(Some("v1alpha4")).names_another_version());
+        assert!(!at(Some("v1beta1")).names_another_version());
+        assert!(!at(None).names_another_version());
     }
 
     #[test]

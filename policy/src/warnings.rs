@@ -4,7 +4,7 @@
 use crate::builtin;
 use crate::lookup::ConfigMapState;
 use crate::settings::{Fallback, Settings};
-use crate::template::TemplateError;
+use crate::template::{Cause, TemplateError};
 use capa_core::annotations::Correction;
 use capa_core::machineset::ACCELERATOR_LABEL;
 use capa_core::table::truncate_for_message as short;
@@ -52,20 +52,24 @@ pub fn infrastructure_ref_unreadable(e: &capa_core::capi::RefError) -> String {
 /// A Cluster API object's AWSMachineTemplate gave no instance type.
 pub fn template_unusable(template: &str, e: &TemplateError) -> String {
     let (what, fix) = match e {
-        // Kubewarden's words for an object that does not exist, and for one outside the policy's
-        // contextAwareResources
-        TemplateError::Unreadable(cause) if cause.starts_with("Cannot find ") => (
-            "was not found".to_string(),
-            "create it; the refresher re-submits this object once it exists",
-        ),
-        TemplateError::Unreadable(cause) if cause.contains("not been granted access") => (
-            "may not be read by the policy".to_string(),
-            "add AWSMachineTemplate to the policy's contextAwareResources (deploy/components/cluster-api)",
-        ),
-        TemplateError::Unreadable(cause) => (
-            format!("could not be read ({})", short_error(cause)),
-            "let the policy server get awsmachinetemplates; the refresher re-submits this object",
-        ),
+        TemplateError::Unreadable(cause) => match Cause::of(cause) {
+            Cause::NotFound => (
+                "was not found".to_string(),
+                "create it; the refresher re-submits this object once it exists",
+            ),
+            Cause::NotGranted => (
+                "may not be read by the policy".to_string(),
+                "add AWSMachineTemplate to the policy's contextAwareResources (deploy/components/cluster-api)",
+            ),
+            Cause::NotServed => (
+                format!("is not served ({})", short_error(cause)),
+                "install CAPA's CRDs; the refresher re-submits this object",
+            ),
+            Cause::Other => (
+                format!("could not be read ({})", short_error(cause)),
+                "let the policy server get awsmachinetemplates; the refresher re-submits this object",
+            ),
+        },
         TemplateError::Malformed(cause) => (
             format!("is not JSON ({})", short_error(cause)),
             "check the policy server",
@@ -268,6 +272,10 @@ mod tests {
             (
                 "awsmachinetemplates.infrastructure.cluster.x-k8s.io \"x\" is forbidden: User \"system:serviceaccount:kubewarden:policy-server\" cannot get resource",
                 "could not be read (awsmachinetemplates.infrastructure.cluster.x-k8s.io \"x\" is f…); not annotated. Fix: let the policy server get awsmachinetemplates",
+            ),
+            (
+                "error finding resource infrastructure.cluster.x-k8s.io/v1beta2 / AWSMachineTemplate: ApiError: the server could not find the requested resource",
+                "is not served (error finding resource infrastructure.cluster.x-k8s.io/v1bet…); not annotated. Fix: install CAPA's CRDs",
             ),
         ];
         for (cause, want) in cases {

@@ -118,7 +118,7 @@ async fn template_type(
         .get(
             client,
             tref.group,
-            tref.versions(),
+            &tref.versions(),
             tref.kind,
             Some(tref.namespace),
             tref.name,
@@ -175,7 +175,7 @@ async fn scan_target(
         .get(
             client,
             holder_ref.group,
-            holder_ref.versions(),
+            &holder_ref.versions(),
             holder_ref.kind,
             Some(holder_ref.namespace),
             holder_ref.name,
