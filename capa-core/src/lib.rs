@@ -22,6 +22,7 @@ pub mod ec2;
 pub mod json_path;
 pub mod machineset;
 pub mod provider_spec;
+pub mod settings;
 pub mod table;
 
 pub use capacity::{Arch, Capacity, GpuVendor};

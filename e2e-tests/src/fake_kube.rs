@@ -164,6 +164,14 @@ pub const KINDS: &[Kind] = &[
         plural: "awsmanagedcontrolplanes",
         namespaced: true,
     },
+    // Kubewarden: the refresher reads the policy's settings from it
+    Kind {
+        group: "policies.kubewarden.io",
+        version: "v1",
+        kind: "ClusterAdmissionPolicy",
+        plural: "clusteradmissionpolicies",
+        namespaced: false,
+    },
 ];
 
 fn kind_of(group: &str, version: &str, plural: &str) -> Option<&'static Kind> {

@@ -56,16 +56,23 @@ fn refresher_and_policy_annotate_machinesets_like_in_a_cluster() {
         kube.reader(),
         Duration::from_secs(5),
     ));
-    let cap = manifests
+    let mut cap = manifests
         .find("ClusterAdmissionPolicy", "capa-annotator")
-        .expect("deploy/ has the ClusterAdmissionPolicy");
+        .expect("deploy/ has the ClusterAdmissionPolicy")
+        .clone();
+    // an admin's override for a type EC2 does not list: the refresher must judge with it too (no
+    // "unknown instance type" Event, no endless re-admission)
+    cap["spec"]["settings"]["overrides"] = serde_json::json!({"zz9.custom":
+        {"vcpu": 6, "memoryMiB": 12288, "gpu": 0, "arch": "arm64"}});
     kube.set_admission(
         "machine.openshift.io/v1beta1",
         "MachineSet",
-        deploy::admission_hook(cap, policy, host.clone()).unwrap(),
+        deploy::admission_hook(&cap, policy, host.clone()).unwrap(),
     );
 
     kube.put(objects::infrastructure(&ec2.proxy_url));
+    // the policy as installed: the refresher judges objects with its settings
+    kube.put(cap.clone());
     kube.put(objects::aws_secret(NS, "aws-creds", "AKIASYSTEM", "s"));
     // 1. MachineSets that existed before capa-annotator was installed (no admission ran for them),
     //    and no ConfigMap
@@ -74,6 +81,7 @@ fn refresher_and_policy_annotate_machinesets_like_in_a_cluster() {
         ("arm", "eu-west-3", "m6g.xlarge"),
         ("gpu", "us-east-1", "p4d.24xlarge"),
         ("typo", "eu-west-3", "m5.xlargee"),
+        ("custom", "eu-west-3", "zz9.custom"),
     ] {
         let mut ms = objects::machineset(NS, name, region, instance_type, "aws-creds");
         if name == "gpu" {
@@ -107,6 +115,7 @@ fn refresher_and_policy_annotate_machinesets_like_in_a_cluster() {
         ("workers", expect("4", "16384", "0", "amd64")),
         ("arm", expect("4", "16384", "0", "arm64")),
         ("gpu", expect("96", "1179648", "8", "amd64")),
+        ("custom", expect("6", "12288", "0", "arm64")),
     ];
     let done = wait_for(Duration::from_secs(90), || {
         want.iter()

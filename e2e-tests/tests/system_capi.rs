@@ -111,6 +111,8 @@ fn the_refresher_and_the_policy_annotate_cluster_api_machine_deployments() {
     // an OpenShift management cluster whose Infrastructure names an endpoint nobody serves: the
     // Cluster API scans must not use it
     kube.put(objects::infrastructure("http://127.0.0.1:9"));
+    // the policy as installed: the refresher judges objects with its settings
+    kube.put(cap.clone());
 
     // cluster 1 (eu-west-3): k0smotron's MachineDeployment and template (t3.large), Rancher's
     // AWSCluster naming CAPA's docs' AWSClusterStaticIdentity, which admits namespaces by label

@@ -36,12 +36,39 @@ pub struct Resolution {
     pub configmap: Option<ConfigMapState>,
 }
 
-/// Looks `name` up: overrides, then the ConfigMap, then (if enabled) the built-in table.
+/// Looks `name` up: overrides, then the ConfigMap (one family, through the host), then (if enabled)
+/// the built-in table.
 pub fn resolve(
     name: TypeName<'_>,
     instance_type: &str,
     settings: &Settings,
     src: &impl ResourceSource,
+) -> Resolution {
+    resolve_with(name, instance_type, settings, |name| {
+        match src.get(&Resource {
+            api_version: "v1",
+            kind: "ConfigMap",
+            namespace: &settings.config_map_namespace,
+            name: &settings.config_map_name,
+            field_mask: &name.field_mask(),
+        }) {
+            Err(e) => (ConfigMapState::Unreadable(e), None),
+            Ok(bytes) => match table::lookup_in_configmap(&bytes, name) {
+                Ok(Some(c)) => (ConfigMapState::Found, Some(c)),
+                Ok(None) => (ConfigMapState::Lacks, None),
+                Err(e) => (ConfigMapState::Malformed(e.to_string()), None),
+            },
+        }
+    })
+}
+
+/// The lookup order of [`resolve`] with the ConfigMap's answer given by `configmap` (asked only
+/// when no override answers): the policy asks the host, the refresher its own copy of the table.
+pub fn resolve_with(
+    name: TypeName<'_>,
+    instance_type: &str,
+    settings: &Settings,
+    configmap: impl FnOnce(TypeName<'_>) -> (ConfigMapState, Option<Capacity>),
 ) -> Resolution {
     if let Some(c) = settings.overrides.get(instance_type) {
         return Resolution {
@@ -49,25 +76,13 @@ pub fn resolve(
             configmap: None,
         };
     }
-    let state = match src.get(&Resource {
-        api_version: "v1",
-        kind: "ConfigMap",
-        namespace: &settings.config_map_namespace,
-        name: &settings.config_map_name,
-        field_mask: &name.field_mask(),
-    }) {
-        Err(e) => ConfigMapState::Unreadable(e),
-        Ok(bytes) => match table::lookup_in_configmap(&bytes, name) {
-            Ok(Some(c)) => {
-                return Resolution {
-                    capacity: Some((c, Source::ConfigMap)),
-                    configmap: Some(ConfigMapState::Found),
-                };
-            }
-            Ok(None) => ConfigMapState::Lacks,
-            Err(e) => ConfigMapState::Malformed(e.to_string()),
-        },
-    };
+    let (state, found) = configmap(name);
+    if let Some(c) = found {
+        return Resolution {
+            capacity: Some((c, Source::ConfigMap)),
+            configmap: Some(state),
+        };
+    }
     let builtin = match settings.fallback {
         Fallback::Embedded => builtin::lookup(instance_type).map(|c| (c, Source::Builtin)),
         Fallback::None => None,

@@ -112,6 +112,11 @@ pub struct Config {
     #[arg(long, env = "CAPA_CLUSTER_API")]
     pub cluster_api: bool,
 
+    /// The ClusterAdmissionPolicy of the capa-annotator policy: objects are judged with its
+    /// settings (read at each refresh). "" judges with the policy's default settings.
+    #[arg(long, env = "CAPA_POLICY_NAME", default_value = "capa-annotator")]
+    pub policy_name: String,
+
     /// CAPA's namespace, where the Secrets of AWSClusterStaticIdentities are.
     #[arg(long, env = "CAPA_CAPA_NAMESPACE", default_value = "capa-system")]
     pub capa_namespace: String,

@@ -1,12 +1,17 @@
-//! After a table change: which MachineSets the policy must see again. The refresher never writes
+//! After a table change: which objects the policy must see again. The refresher never writes
 //! capacity annotations itself; it patches a marker annotation so the API server re-runs admission,
-//! and the policy annotates. Whether a MachineSet is up to date is decided with the same function
-//! the policy uses (`capa_core::annotations::edits_for`).
+//! and the policy annotates. Whether an object is right is judged as the policy judges it, with the
+//! policy's settings: its lookup order (`overrides`, the table, the built-in table when `fallback`
+//! is `embedded`: `capa_annotator_policy::lookup::resolve_with`), its skip rules
+//! (`respectAuthoritativeAPI`) and its annotation rules (`upstreamCapacityAnnotations`, the Cluster
+//! API key set: `capa_core::annotations::edits_for`).
 
+use capa_annotator_policy::lookup::{self, ConfigMapState};
 use capa_core::Capacity;
 use capa_core::annotations::{self, Options};
 use capa_core::machineset;
 use capa_core::provider_spec::{self, ProviderSpec};
+use capa_core::settings::Settings;
 use capa_core::table::{Table, TypeName};
 use serde_json::{Value, json};
 
@@ -16,12 +21,13 @@ pub const READMIT_ANNOTATION: &str = "capa-annotator.io/table-entry";
 /// What to do with one MachineSet.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    /// Not ours (deleting, non-AWS, no usable instance type): nothing.
+    /// Not ours (deleting, non-AWS, no usable instance type, skipped by the settings): nothing.
     Ignore,
     UpToDate,
     /// Send this merge patch to make the API server re-run admission.
     Readmit(Value),
-    /// The table does not know the type: Warning Event `FailedUpdate`.
+    /// Neither the overrides, the table nor the built-in fallback know the type: Warning Event
+    /// `FailedUpdate`.
     Unknown(String),
 }
 
@@ -33,46 +39,81 @@ pub fn entry_text(instance_type: &str, c: &Capacity) -> String {
     )
 }
 
-pub fn decide(ms: &Value, table: &Table) -> Decision {
-    // `status.authoritativeAPI`/`Paused` only exist when the migration gate is on: respect them
-    if machineset::skip_reason(ms, true).is_some() {
+/// The policy's judgement with what the refresher holds: its table and the policy's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Judge<'a> {
+    pub table: &'a Table,
+    pub settings: &'a Settings,
+}
+
+impl Judge<'_> {
+    /// `obj`: a Machine API MachineSet (`capi_type` `None`), or a Cluster API object whose
+    /// AWSMachineTemplate asks for `capi_type`.
+    pub fn decide(&self, obj: &Value, capi_type: Option<&str>) -> Decision {
+        match capi_type {
+            Some(t) => decide_cluster_api(obj, t, self.table, self.settings),
+            None => decide(obj, self.table, self.settings),
+        }
+    }
+}
+
+/// A Machine API MachineSet.
+pub fn decide(ms: &Value, table: &Table, settings: &Settings) -> Decision {
+    if machineset::skip_reason(ms, settings.respect_authoritative_api).is_some() {
         return Decision::Ignore;
     }
     let Ok(ProviderSpec::Aws(spec)) = provider_spec::read(ms) else {
         return Decision::Ignore;
     };
-    decide_for(ms, spec.instance_type, table, Options::default())
+    decide_for(ms, spec.instance_type, table, settings, false)
 }
 
 /// A Cluster API MachineSet or MachineDeployment whose AWSMachineTemplate asks for
 /// `instance_type`: judged by the Cluster API key set.
-pub fn decide_cluster_api(obj: &Value, instance_type: &str, table: &Table) -> Decision {
+pub fn decide_cluster_api(
+    obj: &Value,
+    instance_type: &str,
+    table: &Table,
+    settings: &Settings,
+) -> Decision {
     if machineset::is_deleting(obj) {
         return Decision::Ignore;
     }
-    let opts = Options {
-        cluster_api: true,
-        ..Options::default()
-    };
-    decide_for(obj, instance_type, table, opts)
+    decide_for(obj, instance_type, table, settings, true)
 }
 
-fn decide_for(obj: &Value, instance_type: &str, table: &Table, opts: Options) -> Decision {
+fn decide_for(
+    obj: &Value,
+    instance_type: &str,
+    table: &Table,
+    settings: &Settings,
+    cluster_api: bool,
+) -> Decision {
     let Ok(name) = TypeName::parse(instance_type) else {
         return Decision::Ignore;
     };
-    let Some(capacity) = table.get(name) else {
+    let resolution = lookup::resolve_with(name, instance_type, settings, |name| {
+        match table.get(name) {
+            Some(c) => (ConfigMapState::Found, Some(*c)),
+            None => (ConfigMapState::Lacks, None),
+        }
+    });
+    let Some((capacity, _)) = resolution.capacity else {
         return Decision::Unknown(instance_type.to_string());
     };
     let existing = match machineset::annotations(obj) {
         Ok(a) => a.cloned().unwrap_or_default(),
         Err(_) => return Decision::Ignore,
     };
-    if annotations::edits_for(&existing, capacity, opts).is_empty() {
+    let opts = Options {
+        upstream_capacity: settings.upstream_capacity_annotations,
+        cluster_api,
+    };
+    if annotations::edits_for(&existing, &capacity, opts).is_empty() {
         return Decision::UpToDate;
     }
     Decision::Readmit(json!({"metadata": {"annotations": {
-        READMIT_ANNOTATION: entry_text(instance_type, capacity)
+        READMIT_ANNOTATION: entry_text(instance_type, &capacity)
     }}}))
 }
 
@@ -106,8 +147,9 @@ mod tests {
     #[test]
     fn decisions() {
         let t = table();
+        let d = Settings::default();
         assert_eq!(
-            decide(&ms("m5.xlarge", json!({})), &t),
+            decide(&ms("m5.xlarge", json!({})), &t, &d),
             Decision::Readmit(
                 json!({"metadata": {"annotations": {READMIT_ANNOTATION: "m5.xlarge vcpu=4 memoryMiB=16384 gpu=0 arch=amd64"}}})
             )
@@ -115,20 +157,21 @@ mod tests {
         let done = json!({"machine.openshift.io/vCPU": "4", "machine.openshift.io/memoryMb": "16384",
                           "machine.openshift.io/GPU": "0",
                           "capacity.cluster-autoscaler.kubernetes.io/labels": "kubernetes.io/arch=amd64"});
-        assert_eq!(decide(&ms("m5.xlarge", done), &t), Decision::UpToDate);
+        assert_eq!(decide(&ms("m5.xlarge", done), &t, &d), Decision::UpToDate);
         assert_eq!(
-            decide(&ms("zz9.huge", json!({})), &t),
+            decide(&ms("zz9.huge", json!({})), &t, &d),
             Decision::Unknown("zz9.huge".into())
         );
-        assert_eq!(decide(&ms("", json!({})), &t), Decision::Ignore);
+        assert_eq!(decide(&ms("", json!({})), &t, &d), Decision::Ignore);
         let mut deleting = ms("m5.xlarge", json!({}));
         deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
-        assert_eq!(decide(&deleting, &t), Decision::Ignore);
+        assert_eq!(decide(&deleting, &t, &d), Decision::Ignore);
     }
 
     #[test]
     fn cluster_api_objects_are_judged_by_the_cluster_api_keys() {
         let t = table();
+        let d = Settings::default();
         let md = |annotations: Value| {
             json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "MachineDeployment",
                    "metadata": {"namespace": "a", "name": "md", "annotations": annotations}})
@@ -138,26 +181,118 @@ mod tests {
                                "machine.openshift.io/GPU": "0",
                                "capacity.cluster-autoscaler.kubernetes.io/labels": "kubernetes.io/arch=amd64"});
         assert!(matches!(
-            decide_cluster_api(&md(openshift), "m5.xlarge", &t),
+            decide_cluster_api(&md(openshift), "m5.xlarge", &t, &d),
             Decision::Readmit(_)
         ));
         let right = json!({"capacity.cluster-autoscaler.kubernetes.io/cpu": "4",
                            "capacity.cluster-autoscaler.kubernetes.io/memory": "16384Mi",
                            "capacity.cluster-autoscaler.kubernetes.io/labels": "kubernetes.io/arch=amd64"});
         assert_eq!(
-            decide_cluster_api(&md(right.clone()), "m5.xlarge", &t),
+            decide_cluster_api(&md(right.clone()), "m5.xlarge", &t, &d),
             Decision::UpToDate
         );
         // a bare number is bytes: wrong
         let mut bytes = right;
         bytes["capacity.cluster-autoscaler.kubernetes.io/memory"] = json!("16384");
         assert!(matches!(
-            decide_cluster_api(&md(bytes), "m5.xlarge", &t),
+            decide_cluster_api(&md(bytes), "m5.xlarge", &t, &d),
             Decision::Readmit(_)
         ));
         assert_eq!(
-            decide_cluster_api(&md(json!({})), "zz9.huge", &t),
+            decide_cluster_api(&md(json!({})), "zz9.huge", &t, &d),
             Decision::Unknown("zz9.huge".into())
         );
+    }
+
+    #[test]
+    fn objects_are_judged_with_the_policys_settings() {
+        let t = table();
+        let with = |settings: Value| Settings::from_value(&settings).unwrap();
+        // a type known from the overrides only: not unknown; right when annotated from them
+        let overrides = with(json!({"overrides": {
+            "zz1.large": {"vcpu": 2, "memoryMiB": 8192, "gpu": 0, "arch": "arm64"}}}));
+        assert!(matches!(
+            decide(&ms("zz1.large", json!({})), &t, &overrides),
+            Decision::Readmit(_)
+        ));
+        let from_override = json!({"machine.openshift.io/vCPU": "2",
+            "machine.openshift.io/memoryMb": "8192", "machine.openshift.io/GPU": "0",
+            "capacity.cluster-autoscaler.kubernetes.io/labels": "kubernetes.io/arch=arm64"});
+        assert_eq!(
+            decide(&ms("zz1.large", from_override), &t, &overrides),
+            Decision::UpToDate
+        );
+        assert_eq!(
+            decide(&ms("zz1.large", json!({})), &t, &Settings::default()),
+            Decision::Unknown("zz1.large".into())
+        );
+        // an override wins over the table, as in the policy
+        let m5 = with(json!({"overrides": {
+            "m5.xlarge": {"vcpu": 3, "memoryMiB": 100, "gpu": 0, "arch": "amd64"}}}));
+        let done = json!({"machine.openshift.io/vCPU": "4", "machine.openshift.io/memoryMb": "16384",
+                          "machine.openshift.io/GPU": "0",
+                          "capacity.cluster-autoscaler.kubernetes.io/labels": "kubernetes.io/arch=amd64"});
+        assert!(matches!(
+            decide(&ms("m5.xlarge", done.clone()), &t, &m5),
+            Decision::Readmit(_)
+        ));
+        // upstreamCapacityAnnotations: the upstream keys are part of "right"
+        let upstream = with(json!({"upstreamCapacityAnnotations": true}));
+        assert!(matches!(
+            decide(&ms("m5.xlarge", done.clone()), &t, &upstream),
+            Decision::Readmit(_)
+        ));
+        // what the policy writes with upstream keys is right, with those settings
+        let capacity = t.get(TypeName::parse("m5.xlarge").unwrap()).unwrap();
+        let opts = Options {
+            upstream_capacity: true,
+            cluster_api: false,
+        };
+        let mut written = serde_json::Map::new();
+        for edit in annotations::edits_for(&written.clone(), capacity, opts) {
+            if let annotations::Edit::Set(k, v) = edit {
+                written.insert(k.to_string(), json!(v));
+            }
+        }
+        assert!(written.contains_key("capacity.cluster-autoscaler.kubernetes.io/cpu"));
+        assert_eq!(
+            decide(
+                &ms("m5.xlarge", Value::Object(written.clone())),
+                &t,
+                &upstream
+            ),
+            Decision::UpToDate
+        );
+        assert_eq!(
+            decide(
+                &ms("m5.xlarge", Value::Object(written)),
+                &t,
+                &Settings::default()
+            ),
+            Decision::UpToDate,
+            "extra upstream keys are not wrong without the setting"
+        );
+        // the built-in table answers a type the refresher's table lacks, unless fallback is none
+        assert!(matches!(
+            decide(&ms("m6g.xlarge", json!({})), &t, &Settings::default()),
+            Decision::Readmit(_)
+        ));
+        assert_eq!(
+            decide(
+                &ms("m6g.xlarge", json!({})),
+                &t,
+                &with(json!({"fallback": "none"}))
+            ),
+            Decision::Unknown("m6g.xlarge".into())
+        );
+        // respectAuthoritativeAPI: a MachineSet Cluster API is authoritative for is left alone
+        let mut capi_owned = ms("m5.xlarge", json!({}));
+        capi_owned["status"] = json!({"authoritativeAPI": "ClusterAPI"});
+        let respect = with(json!({"respectAuthoritativeAPI": true}));
+        assert_eq!(decide(&capi_owned, &t, &respect), Decision::Ignore);
+        assert!(matches!(
+            decide(&capi_owned, &t, &Settings::default()),
+            Decision::Readmit(_)
+        ));
     }
 }

@@ -39,6 +39,8 @@ pub struct Report {
     pub unknown: usize,
     /// The table after the refresh.
     pub table: Table,
+    /// The regions that table covers (the ConfigMap's, this refresh's included).
+    pub table_regions: BTreeSet<String>,
     /// What EC2 listed in this refresh (the regions of `regions_ok`), before merging.
     pub fetched: Table,
     /// For `--dry-run`: the ConfigMap that would be written.
@@ -72,6 +74,9 @@ pub struct Options {
     pub readmit_retry_after: Option<Duration>,
     /// Also Cluster API MachineDeployments and MachineSets (`--cluster-api`).
     pub cluster_api: Option<CapiOptions>,
+    /// The ClusterAdmissionPolicy whose settings objects are judged with (`--policy-name`);
+    /// `None`: the policy's defaults.
+    pub policy_name: Option<String>,
 }
 
 /// Adds what a region's scan listed to `table`; items that cannot become entries are logged and
@@ -195,6 +200,8 @@ impl Refresher {
         let machinesets = cluster::list_machinesets(client, self.opts.namespace.as_deref())
             .await
             .map_err(|e| anyhow::anyhow!("cannot list MachineSets: {e}"))?;
+        let settings =
+            crate::policy_settings::current(client, self.opts.policy_name.as_deref()).await;
         let mut plan = plan::plan(&machinesets);
         // Cluster API objects that cannot be read must not stop the Machine API MachineSets'
         // refresh: logged, and left for the next refresh
@@ -288,10 +295,11 @@ impl Refresher {
                 std::time::SystemTime::now(),
                 Duration::ZERO,
             );
-            let table = content
+            let (table, regions) = content
                 .as_ref()
-                .map(|c| c.table.clone())
-                .unwrap_or(stored.table);
+                .map(|c| (c.table.clone(), c.regions.clone()))
+                .unwrap_or((stored.table, stored.regions));
+            report.table_regions = regions;
             // what would be written, or what is stored when nothing would change
             let shown = match content {
                 Some(content) => serde_json::to_value(self.opts.store.object(current, &content))?,
@@ -306,7 +314,10 @@ impl Refresher {
                 .merge_and_write(client, &fetched, &report.regions_ok, self.opts.stale_after)
                 .await?
             {
-                WriteOutcome::Unchanged(table) => table,
+                WriteOutcome::Unchanged(table, regions) => {
+                    report.table_regions = regions;
+                    table
+                }
                 WriteOutcome::Written { content, conflicts } => {
                     self.metrics.configmap_written();
                     report.written = true;
@@ -319,6 +330,7 @@ impl Refresher {
                         conflicts,
                         "table written"
                     );
+                    report.table_regions = content.regions;
                     content.table
                 }
             }
@@ -334,12 +346,16 @@ impl Refresher {
                 let t = o.instance_type.as_deref().ok()?;
                 Some((o.at.clone(), &o.object, Some(t)))
             }));
+            let judge = readmit::Judge {
+                table: &table,
+                settings: &settings,
+            };
             self.readmit(
                 &objects,
                 &plan.regions,
                 &scanned,
                 data_changed,
-                &table,
+                judge,
                 &mut report,
             )
             .await;
@@ -589,7 +605,7 @@ impl Refresher {
         regions: &BTreeMap<String, RegionPlan>,
         scanned: &BTreeSet<String>,
         data_changed: bool,
-        table: &Table,
+        judge: readmit::Judge<'_>,
         report: &mut Report,
     ) {
         let in_scanned: BTreeSet<&ObjectRef> = regions
@@ -598,10 +614,7 @@ impl Refresher {
             .flat_map(|(_, rp)| rp.machinesets())
             .collect();
         // a Cluster API object is judged by its template's type and the Cluster API keys
-        let judge = |obj: &Value, capi_type: Option<&str>| match capi_type {
-            Some(t) => readmit::decide_cluster_api(obj, t, table),
-            None => readmit::decide(obj, table),
-        };
+        let judge = |obj: &Value, capi_type: Option<&str>| judge.decide(obj, capi_type);
         let mut again = Vec::new();
         for (at, obj, capi_type) in objects {
             let was_scanned = in_scanned.contains(at);

@@ -62,7 +62,11 @@ impl Known {
         if full {
             self.absent.clear();
         }
+        // the regions of the stored table count as covered too: a new leader whose first refresh
+        // was postponed (regions scanned moments ago by its predecessor) must not take every
+        // MachineSet for one of a new region and schedule scans nobody needs
         self.regions.extend(report.regions_ok.iter().cloned());
+        self.regions.extend(report.table_regions.iter().cloned());
         self.table = report.table.clone();
         for (region, t) in asked {
             if report.regions_ok.contains(region)
@@ -286,5 +290,32 @@ mod tests {
             k.missing(&ms("eu-west-3", "m7.large")),
             need("eu-west-3", "m7.large")
         );
+    }
+
+    #[test]
+    fn a_refresh_that_scanned_nothing_still_knows_the_stored_tables_regions() {
+        // a new leader's first refresh: every region postponed (its predecessor scanned them
+        // moments ago), the stored table covers them
+        let mut k = Known::default();
+        let mut table = capa_core::table::Table::new();
+        table.insert(
+            TypeName::parse("m5.xlarge").unwrap(),
+            Capacity {
+                vcpu: 4,
+                memory_mib: 16384,
+                gpu: 0,
+                arch: Arch::Amd64,
+                gpu_vendor: None,
+            },
+        );
+        let report = Report {
+            regions_postponed: [("eu-west-3".to_string(), Duration::from_secs(500))].into(),
+            table,
+            table_regions: ["eu-west-3".to_string()].into(),
+            ..Default::default()
+        };
+        k.update(&report, true, &BTreeSet::new());
+        assert_eq!(k.missing(&ms("eu-west-3", "m5.xlarge")), None);
+        assert!(k.missing(&ms("us-east-1", "m5.xlarge")).is_some());
     }
 }

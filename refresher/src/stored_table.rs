@@ -58,6 +58,8 @@ pub struct NextContent {
     /// Our annotations (other annotations on the ConfigMap are left alone).
     pub annotations: BTreeMap<String, String>,
     pub table: Table,
+    /// The regions the table covers after this write.
+    pub regions: BTreeSet<String>,
     /// True when `data` differs from what is stored.
     pub data_changed: bool,
 }
@@ -108,13 +110,14 @@ pub fn next_content(
         ),
         (
             table::ANNOTATION_REGIONS.to_string(),
-            all_regions.into_iter().collect::<Vec<_>>().join(","),
+            all_regions.iter().cloned().collect::<Vec<_>>().join(","),
         ),
     ]);
     Some(NextContent {
         data,
         annotations,
         table: merged,
+        regions: all_regions,
         data_changed,
     })
 }

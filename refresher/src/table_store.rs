@@ -23,7 +23,8 @@ pub struct TableStore {
 /// Result of a write attempt.
 #[derive(Debug, Clone)]
 pub enum WriteOutcome {
-    Unchanged(Table),
+    /// Nothing to write: the stored table and the regions it covers.
+    Unchanged(Table, BTreeSet<String>),
     Written {
         content: NextContent,
         conflicts: usize,
@@ -93,7 +94,7 @@ impl TableStore {
             let Some(content) =
                 next_content(&stored, fetched, regions, SystemTime::now(), stale_after)
             else {
-                return Ok(WriteOutcome::Unchanged(stored.table));
+                return Ok(WriteOutcome::Unchanged(stored.table, stored.regions));
             };
             let exists = current.is_some();
             let cm = self.object(current, &content);
