@@ -99,9 +99,11 @@ fuzz: policy.wasm
 ## leader SIGKILLed mid-refresh; CYCLES refreshes (default 300), SEED to replay (default: new, printed)
 CYCLES ?= 300
 SOAK_PROFILE ?= dev
+# built with the workspace's feature set (as make test builds): building one package alone resolves
+# its dependencies' features anew and recompiles them (the AWS SDK included)
 soak: policy.wasm test-servers kubectl
-	$(CARGO) build --profile $(SOAK_PROFILE) -p capa-refresher
-	KUBECTL=$(KUBECTL_BIN) $(CARGO) run -q --profile $(SOAK_PROFILE) -p capa-soak -- --cycles $(CYCLES) $(if $(SEED),--seed $(SEED))
+	$(CARGO) build --profile $(SOAK_PROFILE) --workspace --bins
+	KUBECTL=$(KUBECTL_BIN) $(TARGET_DIR)/$(if $(filter dev,$(SOAK_PROFILE)),debug,$(SOAK_PROFILE))/capa-soak --cycles $(CYCLES) $(if $(SEED),--seed $(SEED))
 
 ## kwctl-bench: `kwctl bench` of the built-in path (no cluster access: the host call is denied) and
 ## of the field-masked ConfigMap path (a replay session with one exchange per iteration), next to
