@@ -58,7 +58,8 @@ struct World {
     policy_server_port: u16,
     policy_server_config: Value,
     policy_server_kubeconfig: PathBuf,
-    refreshers: Vec<(Process, String)>,
+    /// Each refresher pod: its process, name and /metrics port.
+    refreshers: Vec<(Process, String, u16)>,
     refresher_kubeconfig: PathBuf,
     dir: PathBuf,
 }
@@ -508,9 +509,11 @@ impl World {
         let log = std::fs::File::create(self.dir.join(format!("{pod}.log")))?;
         let home = self.dir.join(pod);
         std::fs::create_dir_all(&home)?;
+        let metrics_port = e2e_tests::real_cluster::free_port()?;
         let child = objects::refresher_command(&self.refresher_kubeconfig, &home)
             .args(&args)
-            .args(["--metrics-bind-address", "0", "--health-addr", "0"])
+            .arg(format!("--metrics-bind-address=127.0.0.1:{metrics_port}"))
+            .args(["--health-addr", "0"])
             .env("POD_NAME", pod)
             .env("POD_NAMESPACE", REFRESHER_NS)
             // Cluster API scans use the refresher's own EC2 endpoint setting
@@ -523,14 +526,33 @@ impl World {
         self.refreshers.push((
             Process::from_child(child, "capa-refresher"),
             pod.to_string(),
+            metrics_port,
         ));
         Ok(())
+    }
+
+    /// The value of metric line `series` (`name{labels}`) at the refresher that has it (the
+    /// leader: the others have not refreshed).
+    fn refresher_metric(&self, series: &str) -> Option<f64> {
+        self.refreshers.iter().find_map(|(_, _, port)| {
+            let text = servers::raw(
+                &format!("http://127.0.0.1:{port}"),
+                "GET",
+                "/metrics",
+                "text/plain",
+                &[],
+                b"",
+            )
+            .ok()?;
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        })
     }
 
     fn refresher_logs(&self) -> String {
         self.refreshers
             .iter()
-            .map(|(_, pod)| {
+            .map(|(_, pod, _)| {
                 std::fs::read_to_string(self.dir.join(format!("{pod}.log"))).unwrap_or_default()
             })
             .collect::<Vec<_>>()
@@ -775,6 +797,34 @@ fn the_refresher_writes_the_table_and_readmits_existing_objects(w: &mut World) -
         &cluster_api("2", "8192Mi", "amd64"),
         minute,
     )?;
+    // the node groups' states, as an SRE's alert reads them: the MachineSet with a typo has an
+    // unknown type, the MachineDeployment whose template does not exist is unreadable, and the
+    // oldest node group that is not right has an age
+    let want = [
+        (
+            r#"capa_refresher_node_groups{api="machine_api",state="unknown_type"}"#,
+            1.0,
+        ),
+        (
+            r#"capa_refresher_node_groups{api="cluster_api",state="unreadable"}"#,
+            1.0,
+        ),
+    ];
+    let seen = wait_for(Duration::from_secs(30), || {
+        want.iter()
+            .all(|(series, v)| w.refresher_metric(series) == Some(*v))
+            .then_some(())
+    });
+    ensure!(
+        seen.is_some(),
+        "node group metrics: {:?}",
+        want.map(|(series, _)| (series, w.refresher_metric(series)))
+    );
+    ensure!(
+        w.refresher_metric("capa_refresher_oldest_wrong_node_group_age_seconds")
+            .is_some_and(|age| age > 0.0),
+        "no age for the oldest node group that is not right"
+    );
     // Warning Events name what the refresher could not put right
     for (ns, object, text) in [(NS, "typo", "m5.xlargee"), (CAPI_NS, "early-md", "not-yet")] {
         let event = wait_for(Duration::from_secs(30), || {
@@ -1033,7 +1083,7 @@ fn writes_go_through_while_the_policy_server_is_down_and_are_healed(w: &mut Worl
     let a = w.annotations(MS, NS, "while-down")?;
     ensure!(capacity_keys(&a).is_empty(), "annotated while down: {a}");
     w.start_policy_server()?;
-    let pods: Vec<String> = w.refreshers.iter().map(|(_, p)| p.clone()).collect();
+    let pods: Vec<String> = w.refreshers.iter().map(|(_, p, _)| p.clone()).collect();
     w.refreshers.clear();
     for pod in pods {
         w.start_refresher(

@@ -12,6 +12,7 @@ pub mod credentials;
 pub mod ec2;
 pub mod leader;
 pub mod metrics;
+pub mod node_groups;
 pub mod output;
 pub mod plan;
 pub mod policy_settings;

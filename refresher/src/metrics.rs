@@ -15,6 +15,12 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeGroupLabels {
+    api: &'static str,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
     operation: String,
     result: String,
@@ -30,6 +36,10 @@ pub struct Metrics {
     refresh_duration: Histogram,
     readmitted: Counter,
     configmap_writes: Counter,
+    node_groups: Family<NodeGroupLabels, Gauge>,
+    oldest_wrong_age: Gauge<f64, AtomicU64>,
+    /// Since when the oldest node group has not been right (the age is computed at each scrape).
+    oldest_wrong_since: std::sync::Mutex<Option<SystemTime>>,
 }
 
 impl Default for Metrics {
@@ -83,6 +93,18 @@ impl Metrics {
             "Writes of the table ConfigMap",
             configmap_writes.clone(),
         );
+        let node_groups = Family::<NodeGroupLabels, Gauge>::default();
+        registry.register(
+            "node_groups",
+            "Node groups (MachineSets, Cluster API MachineDeployments and MachineSets) by API and state at the last refresh: right, wrong, missing (no capacity annotations), unknown_type, unreadable",
+            node_groups.clone(),
+        );
+        let oldest_wrong_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "oldest_wrong_node_group_age_seconds",
+            "How long the node group that has been not right the longest has been so (0: all right); known from the refreshes",
+            oldest_wrong_age.clone(),
+        );
         Metrics {
             registry,
             refreshes,
@@ -92,6 +114,9 @@ impl Metrics {
             refresh_duration,
             readmitted,
             configmap_writes,
+            node_groups,
+            oldest_wrong_age,
+            oldest_wrong_since: std::sync::Mutex::new(None),
         }
     }
 
@@ -130,8 +155,32 @@ impl Metrics {
         self.configmap_writes.inc();
     }
 
+    /// The node groups' states of the last refresh (every API and state is set, zeros included).
+    pub fn node_groups(&self, census: &crate::node_groups::Census) {
+        use crate::node_groups::{Api, State};
+        for api in Api::ALL {
+            for state in State::ALL {
+                self.node_groups
+                    .get_or_create(&NodeGroupLabels {
+                        api: api.label(),
+                        state: state.label(),
+                    })
+                    .set(i64::try_from(census.count(api, state)).unwrap_or(i64::MAX));
+            }
+        }
+        if let Ok(mut since) = self.oldest_wrong_since.lock() {
+            *since = census.oldest_not_right();
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        let since = self.oldest_wrong_since.lock().ok().and_then(|s| *s);
+        let age = since
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.oldest_wrong_age.set(age);
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -143,6 +192,21 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_groups_by_api_and_state() {
+        let m = Metrics::new();
+        m.node_groups(&crate::node_groups::Census::default());
+        let text = m.render();
+        for needle in [
+            "capa_refresher_node_groups{api=\"machine_api\",state=\"right\"} 0",
+            "capa_refresher_node_groups{api=\"cluster_api\",state=\"unknown_type\"} 0",
+            "capa_refresher_node_groups{api=\"cluster_api\",state=\"unreadable\"} 0",
+            "capa_refresher_oldest_wrong_node_group_age_seconds 0",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in:\n{text}");
+        }
+    }
 
     #[test]
     fn renders_every_family() {
@@ -158,6 +222,7 @@ mod tests {
             "capa_refresher_machinesets_readmitted_total 1",
             "capa_refresher_refresh_duration_seconds_count 1",
             "capa_refresher_last_success_timestamp_seconds",
+            "capa_refresher_oldest_wrong_node_group_age_seconds 0",
         ] {
             assert!(text.contains(needle), "{needle} missing in:\n{text}");
         }

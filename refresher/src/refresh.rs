@@ -7,6 +7,7 @@ use crate::credentials::AwsCredentials;
 use crate::ec2::{Ec2, Ec2Error, FailureKind};
 use crate::leader::LeaderElector;
 use crate::metrics::Metrics;
+use crate::node_groups;
 use crate::plan::{self, CredentialsRef, ObjectRef, RegionPlan, Skipped};
 use crate::rate_limit::RegionRateLimiter;
 use crate::readmit::{self, Decision};
@@ -103,6 +104,8 @@ pub struct Refresher {
     scans: Mutex<RegionRateLimiter>,
     /// Where scans are recorded for the next leader (leader election only).
     ledger: Option<Arc<LeaderElector>>,
+    /// The node groups' states, with since when each has not been right.
+    census: std::sync::Mutex<crate::node_groups::Census>,
 }
 
 impl Refresher {
@@ -115,6 +118,7 @@ impl Refresher {
             regions: Mutex::new(RegionCache::default()),
             scans: Mutex::new(RegionRateLimiter::new(Duration::ZERO)),
             ledger: None,
+            census: std::sync::Mutex::default(),
         }
     }
 
@@ -350,6 +354,7 @@ impl Refresher {
                 table: &table,
                 settings: &settings,
             };
+            self.count_node_groups(&machinesets, &capi_objects, judge);
             self.readmit(
                 &objects,
                 &plan.regions,
@@ -363,6 +368,34 @@ impl Refresher {
         report.table = table;
         report.fetched = fetched;
         Ok(report)
+    }
+
+    /// Judges every node group (not only those of the regions scanned) and exports the counts.
+    fn count_node_groups(
+        &self,
+        machinesets: &[Value],
+        capi_objects: &[capi::CapiObject],
+        judge: readmit::Judge<'_>,
+    ) {
+        let refs: Vec<ObjectRef> = machinesets.iter().map(ObjectRef::of).collect();
+        let subjects = refs
+            .iter()
+            .zip(machinesets)
+            .map(|(at, object)| node_groups::Subject {
+                at,
+                object,
+                capi_type: None,
+            })
+            .chain(capi_objects.iter().map(|o| node_groups::Subject {
+                at: &o.at,
+                object: &o.object,
+                capi_type: Some(o.instance_type.as_deref().map_err(String::as_str)),
+            }));
+        let Ok(mut census) = self.census.lock() else {
+            return;
+        };
+        census.update(subjects, judge, std::time::SystemTime::now());
+        self.metrics.node_groups(&census);
     }
 
     /// The regions of `plan` (or of `only`) that may be scanned now, recorded as tried now
