@@ -1,4 +1,4 @@
-//! The annotations written on a MachineSet (SPEC §1), defined once for the policy (which writes
+//! The capacity annotations written on a node group, defined once for the policy (which writes
 //! them) and the refresher (which checks whether a MachineSet needs re-admission).
 
 use crate::capacity::{Arch, Capacity};

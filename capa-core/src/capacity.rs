@@ -42,7 +42,7 @@ impl Arch {
         }
     }
 
-    /// The architecture of an instance type from its whole `SupportedArchitectures` list (SPEC §1).
+    /// The architecture of an instance type from its whole `SupportedArchitectures` list.
     ///
     /// Any arm entry makes it arm64 (EC2 never mixes arm and x86 in one type); otherwise any x86
     /// entry makes it amd64; an empty or unknown list defaults to amd64 like upstream.
@@ -131,7 +131,8 @@ pub struct Capacity {
 }
 
 /// `gpuVendor` is written with EC2's spelling and read leniently: a maker we do not know is
-/// simply no vendor (readers ignore what they do not understand, SPEC §2).
+/// simply no vendor (readers of the table ignore what they do not understand, so a newer writer
+/// never breaks an older reader).
 mod gpu_vendor_serde {
     use super::GpuVendor;
     use serde::{Deserialize, Deserializer, Serializer};

@@ -1,4 +1,4 @@
-//! Cluster API on AWS (issue 12, first part): which `cluster.x-k8s.io` objects scale from zero,
+//! Cluster API on AWS: which `cluster.x-k8s.io` objects scale from zero,
 //! how their `spec.template.spec.infrastructureRef` names the `AWSMachineTemplate` that holds the
 //! instance type, and where that type is in the template. Shapes checked against real objects in
 //! `e2e-tests/fixtures/capi-sources/` (`e2e-tests/tests/capi.rs`).

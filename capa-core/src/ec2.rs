@@ -37,7 +37,7 @@ pub enum TransformError {
 }
 
 impl InstanceTypeInfo {
-    /// The capacity of one node of this type (SPEC §1).
+    /// The capacity of one node of this type.
     ///
     /// GPU = the sum of whole `Count`s (fractional GPUs such as `g6f.*` report `Count 0` and give 0;
     /// Inferentia, Neuron and FPGA accelerators are not in `GpuInfo` and give 0).

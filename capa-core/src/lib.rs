@@ -7,7 +7,7 @@
 //! - [`table`]: the instance-type table and its ConfigMap format;
 //! - [`json_path`]: picking one value out of a large JSON document without building the rest;
 //! - [`provider_spec`] and [`machineset`]: reading a MachineSet and deciding whether it is ours;
-//! - [`annotations`]: the annotations written on a MachineSet (SPEC §1);
+//! - [`annotations`]: the capacity annotations written on a node group;
 //! - [`builtin`]: the line format of the built-in snapshot compiled into the policy;
 //! - [`capi`]: Cluster API MachineSets/MachineDeployments and their AWSMachineTemplate reference.
 //!

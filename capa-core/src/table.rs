@@ -1,4 +1,4 @@
-//! The instance-type table and its ConfigMap format (SPEC §2) — the one contract between the
+//! The instance-type table and its ConfigMap format — the one contract between the
 //! refresher (which writes it) and the policy (which reads it).
 //!
 //! ConfigMap `data`: key = instance **family** (the part of the type before the first `.`), value =
