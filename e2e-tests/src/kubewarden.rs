@@ -412,4 +412,31 @@ mod tests {
             mutating_webhook_configuration(&cap(json!({"mutating": false})), "u", "b").is_err()
         );
     }
+
+    #[test]
+    fn the_policys_answer_lines_are_read_from_policy_servers_json_log() {
+        // the shape policy-server 1.35 prints with --log-fmt json (a line of a real run, shortened)
+        let data = json!({"field_mask": "data.m5", "kind": "ConfigMap", "name": "t",
+            "namespace": "ns", "received_bytes": 60,
+            "received": {"apiVersion": "v1", "kind": "ConfigMap", "data": {"m5": "{}"}}});
+        let line = json!({"timestamp": "2026-12-03T09:20:45.305348Z", "level": "DEBUG",
+            "fields": {"message": "get_resource answer", "data": data.to_string()},
+            "target": "policy_log"});
+        let big = json!({"level": "DEBUG", "target": "policy_log", "fields": {
+            "message": "get_resource answer",
+            "data": json!({"field_mask": "data.m6g", "kind": "ConfigMap", "received_bytes": 98805}).to_string()}});
+        let other =
+            json!({"level": "DEBUG", "target": "policy_server", "fields": {"message": "x"}});
+        let log = format!("{line}\nnot JSON\n{other}\n{big}\n");
+        let got = received_answers(&log, "ConfigMap").unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0, "data.m5");
+        assert_eq!(got[0].1["data"]["m5"], "{}");
+        assert_eq!(got[1].1, json!({"received_bytes": 98805}));
+        assert!(
+            received_answers(&log, "AWSMachineTemplate")
+                .unwrap()
+                .is_empty()
+        );
+    }
 }
