@@ -81,7 +81,14 @@ pub fn state_of(subject: &Subject<'_>, judge: Judge<'_>) -> Option<State> {
         Some(Err(_)) => return Some(State::Unreadable),
         Some(Ok(t)) => judge.decide(subject.object, Some(t)),
         None => match provider_spec::read(subject.object) {
-            Err(_) if machineset::skip_reason(subject.object, true).is_none() => {
+            // unreadable, unless the policy's settings leave the MachineSet alone anyway
+            Err(_)
+                if machineset::skip_reason(
+                    subject.object,
+                    judge.settings.respect_authoritative_api,
+                )
+                .is_none() =>
+            {
                 return Some(State::Unreadable);
             }
             Ok(ProviderSpec::Aws(_)) => judge.decide(subject.object, None),
@@ -254,5 +261,41 @@ mod tests {
         );
         assert_eq!(census.oldest_not_right(), None);
         assert_eq!(census.count(Api::MachineApi, State::Wrong), 0);
+    }
+
+    #[test]
+    fn an_unreadable_provider_spec_counts_unless_the_settings_skip_the_machineset() {
+        let table = Table::new();
+        let (at, mut obj) = ms("broken", "m5.xlarge", json!({}));
+        obj["spec"]["template"]["spec"]["providerSpec"]["value"] = json!("not an object");
+        let subject = Subject {
+            at: &at,
+            object: &obj,
+            capi_type: None,
+        };
+        let defaults = Settings::default();
+        let judge = |settings| Judge {
+            table: &table,
+            settings,
+        };
+        assert_eq!(
+            state_of(&subject, judge(&defaults)),
+            Some(State::Unreadable)
+        );
+        obj["status"] = json!({"authoritativeAPI": "ClusterAPI"});
+        let subject = Subject {
+            at: &at,
+            object: &obj,
+            capi_type: None,
+        };
+        let respect = Settings {
+            respect_authoritative_api: true,
+            ..Settings::default()
+        };
+        assert_eq!(state_of(&subject, judge(&respect)), None);
+        assert_eq!(
+            state_of(&subject, judge(&defaults)),
+            Some(State::Unreadable)
+        );
     }
 }
