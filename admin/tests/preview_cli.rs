@@ -77,7 +77,7 @@ fn examples_text_with_patches() {
     assert_eq!(r.status, 0, "{}", r.stderr);
     assert_eq!(r.stderr, "");
     golden("examples.txt", &r.stdout);
-    // what the issue asks the summary to tell
+    // what the summary must tell an admin (docs/preview.md, "Output")
     for needle in [
         "MachineSets read                 7",
         "would change                     6",

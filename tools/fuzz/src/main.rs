@@ -1,4 +1,4 @@
-//! `capa-fuzz`: the policy's fuzz campaign. See `make fuzz` and the README's Reliability section.
+//! `capa-fuzz`: the policy's fuzz campaign. See `make fuzz` and docs/reliability.md.
 //!
 //! Usage: capa-fuzz [--count N] [--seed S] [--threads T] [--policy policy.wasm] [--replay K]
 //!                  [--fixtures DIR]

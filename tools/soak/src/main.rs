@@ -1,4 +1,4 @@
-//! `capa-soak`: the refresher's chaos soak (`make soak`). See the README's Reliability section.
+//! `capa-soak`: the refresher's chaos soak (`make soak`). See docs/reliability.md.
 //!
 //! Usage: capa-soak [--cycles N] [--seed S] [--refresh-interval MS]
 //!                  [--min-region-scan-interval MS] [--lease-duration MS] [--no-timeouts]
