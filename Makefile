@@ -6,7 +6,7 @@ WASM_DIR := $(TARGET_DIR)/$(WASM_TARGET)/policy
 CARGO ?= cargo
 KWCTL ?= kwctl
 
-.PHONY: check-artifacthub e2e-cluster kubectl image deploy-render all setup test-servers policy.wasm bench-policies test unit e2e lint fmt capa-admin demo bench fuzz soak kwctl-bench snapshot e2e-kwctl clean
+.PHONY: check-artifacthub e2e-cluster heal-bench kubectl image deploy-render all setup test-servers policy.wasm bench-policies test unit e2e lint fmt capa-admin demo bench fuzz soak kwctl-bench snapshot e2e-kwctl clean
 
 all: policy.wasm
 
@@ -146,6 +146,11 @@ e2e-cluster: annotated-policy.wasm test-servers kubectl
 	POLICY_SERVER=$(POLICY_SERVER) KUBE_APISERVER=$(KUBE_APISERVER) ETCD=$(ETCD) \
 	  CAPA_ANNOTATED_POLICY=$(CURDIR)/annotated-policy.wasm KUBECTL=$(KUBECTL_BIN) \
 	  $(CARGO) test --workspace --features e2e-tests/real-cluster --test cluster
+
+## heal-bench: the healing figures on the real cluster (make e2e-cluster's checks, OBJECTS of each kind)
+OBJECTS ?= 100
+heal-bench:
+	CAPA_HEAL_BENCH_OBJECTS=$(OBJECTS) $(MAKE) e2e-cluster
 
 ## annotated-policy.wasm: policy.wasm with metadata.yml and README.md embedded (needs kwctl)
 annotated-policy.wasm: policy.wasm metadata.yml README.md

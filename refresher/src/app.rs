@@ -4,7 +4,8 @@
 
 use crate::config::Config;
 use crate::{
-    capi, leader, metrics, output, refresh, server, service, standalone, stored_table, table_store,
+    capi, heal, leader, metrics, output, refresh, server, service, standalone, stored_table,
+    table_store,
 };
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -35,7 +36,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
         }),
         policy_name: Some(cfg.policy_name.clone()).filter(|n| !n.is_empty()),
     };
-    let refresher = refresh::Refresher::new(client.clone(), opts, metrics.clone());
+    let budget = Arc::new(std::sync::Mutex::new(heal::Budget::new(
+        cfg.max_readmissions_per_minute,
+    )));
+    let refresher = refresh::Refresher::new(client.clone(), opts, metrics.clone())
+        .with_readmit_budget(budget.clone());
 
     if cfg.once || cfg.dry_run {
         let refresher = refresher;
@@ -126,6 +131,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
         refresher,
         cfg.refresh_interval,
         cfg.min_region_scan_interval,
+        service::Healing {
+            options: heal::HealOptions {
+                backoff_max: cfg.heal_backoff_max,
+                ..heal::HealOptions::default()
+            },
+            budget,
+        },
         stop.clone(),
     )
     .await;

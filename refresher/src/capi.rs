@@ -62,25 +62,39 @@ pub async fn resolve_all(
     let mut cache = Lookups::default();
     let mut out = Vec::new();
     for object in objects {
-        if machineset::is_deleting(&object) {
-            continue;
-        }
-        let Ok(tref) = capi::infrastructure_ref(&object) else {
-            continue; // the policy warns about an unusable ref at admission
-        };
-        if !tref.is_aws_machine_template() {
-            continue;
-        }
-        let instance_type = template_type(client, &tref, &mut cache).await;
-        let scan = scan_target(client, &object, opts, &mut cache).await;
-        out.push(CapiObject {
-            at: ObjectRef::of(&object),
-            instance_type,
-            scan,
-            object,
-        });
+        out.extend(resolve(client, opts, object, &mut cache).await);
     }
     Ok(out)
+}
+
+/// One MachineDeployment or MachineSet, resolved; `None` when it is not for the refresher
+/// (deleting, an unusable ref, not an AWSMachineTemplate).
+pub async fn resolve_one(client: &Client, opts: &CapiOptions, object: Value) -> Option<CapiObject> {
+    resolve(client, opts, object, &mut Lookups::default()).await
+}
+
+async fn resolve(
+    client: &Client,
+    opts: &CapiOptions,
+    object: Value,
+    cache: &mut Lookups,
+) -> Option<CapiObject> {
+    if machineset::is_deleting(&object) {
+        return None;
+    }
+    // the policy warns about an unusable ref at admission
+    let tref = capi::infrastructure_ref(&object).ok()?;
+    if !tref.is_aws_machine_template() {
+        return None;
+    }
+    let instance_type = template_type(client, &tref, cache).await;
+    let scan = scan_target(client, &object, opts, cache).await;
+    Some(CapiObject {
+        at: ObjectRef::of(&object),
+        instance_type,
+        scan,
+        object,
+    })
 }
 
 /// Objects read during one resolution, by `kind namespace/name`.

@@ -58,6 +58,17 @@ pub struct Config {
     #[arg(long, env = "CAPA_READMIT_RETRY_AFTER", default_value = "6s", value_parser = parse_duration_or_zero)]
     pub readmit_retry_after: Duration,
 
+    /// At most this many re-admissions (patches that make the API server run the policy again)
+    /// in any minute, the refresh's and the healing's together.
+    #[arg(long, env = "CAPA_MAX_READMISSIONS_PER_MINUTE", default_value_t = crate::refresh::DEFAULT_READMISSIONS_PER_MINUTE, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_readmissions_per_minute: usize,
+
+    /// An object that stays wrong after re-admission is tried again after 2 s, 4 s, 8 s, …, at
+    /// most this long apart (while any wait, one of them is tried every 5 s to learn whether the
+    /// cause is gone).
+    #[arg(long, env = "CAPA_HEAL_BACKOFF_MAX", default_value = "5m", value_parser = parse_duration)]
+    pub heal_backoff_max: Duration,
+
     /// Take part in leader election (a coordination.k8s.io Lease) before refreshing.
     #[arg(long, env = "CAPA_LEADER_ELECT")]
     pub leader_elect: bool,

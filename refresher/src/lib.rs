@@ -10,6 +10,8 @@ pub mod cluster;
 pub mod config;
 pub mod credentials;
 pub mod ec2;
+pub mod heal;
+pub mod heal_loop;
 pub mod leader;
 pub mod metrics;
 pub mod node_groups;

@@ -38,6 +38,8 @@ pub struct Metrics {
     configmap_writes: Counter,
     node_groups: Family<NodeGroupLabels, Gauge>,
     oldest_wrong_age: Gauge<f64, AtomicU64>,
+    heal_seconds: Histogram,
+    heal_pending: Gauge,
     /// Since when the oldest node group has not been right (the age is computed at each scrape).
     oldest_wrong_since: std::sync::Mutex<Option<SystemTime>>,
 }
@@ -105,7 +107,23 @@ impl Metrics {
             "How long the node group that has been not right the longest has been so (0: all right); known from the refreshes",
             oldest_wrong_age.clone(),
         );
+        let heal_seconds = Histogram::new([
+            1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+        ]);
+        registry.register(
+            "heal_seconds",
+            "Time from an object first seen not right (missing, wrong or stale capacity annotations) to right: re-submitted to the policy by the refresher, or written again",
+            heal_seconds.clone(),
+        );
+        let heal_pending = Gauge::default();
+        registry.register(
+            "heal_pending",
+            "Objects waiting to be re-submitted to the policy (debounce, backoff or the re-admission cap)",
+            heal_pending.clone(),
+        );
         Metrics {
+            heal_seconds,
+            heal_pending,
             registry,
             refreshes,
             last_success,
@@ -149,6 +167,14 @@ impl Metrics {
 
     pub fn readmitted(&self) {
         self.readmitted.inc();
+    }
+
+    pub fn healed(&self, after: Duration) {
+        self.heal_seconds.observe(after.as_secs_f64());
+    }
+
+    pub fn heal_pending(&self, n: usize) {
+        self.heal_pending.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn configmap_written(&self) {

@@ -5,6 +5,7 @@ use crate::capi::{self, CapiOptions};
 use crate::cluster;
 use crate::credentials::AwsCredentials;
 use crate::ec2::{Ec2, Ec2Error, FailureKind};
+use crate::heal;
 use crate::leader::LeaderElector;
 use crate::metrics::Metrics;
 use crate::node_groups;
@@ -80,6 +81,9 @@ pub struct Options {
     pub policy_name: Option<String>,
 }
 
+/// `--max-readmissions-per-minute`'s default: client-go's default rate (5 requests a second).
+pub const DEFAULT_READMISSIONS_PER_MINUTE: usize = 300;
+
 /// Adds what a region's scan listed to `table`; items that cannot become entries are logged and
 /// skipped.
 pub fn add_scanned(table: &mut Table, region: &str, items: &[capa_core::ec2::InstanceTypeInfo]) {
@@ -106,6 +110,8 @@ pub struct Refresher {
     ledger: Option<Arc<LeaderElector>>,
     /// The node groups' states, with since when each has not been right.
     census: std::sync::Mutex<crate::node_groups::Census>,
+    /// Re-admissions per minute, shared with the healer.
+    budget: Arc<std::sync::Mutex<heal::Budget>>,
 }
 
 impl Refresher {
@@ -119,6 +125,9 @@ impl Refresher {
             scans: Mutex::new(RegionRateLimiter::new(Duration::ZERO)),
             ledger: None,
             census: std::sync::Mutex::default(),
+            budget: Arc::new(std::sync::Mutex::new(heal::Budget::new(
+                DEFAULT_READMISSIONS_PER_MINUTE,
+            ))),
         }
     }
 
@@ -391,11 +400,52 @@ impl Refresher {
                 object: &o.object,
                 capi_type: Some(o.instance_type.as_deref().map_err(String::as_str)),
             }));
+        self.update_census(|census, now| census.update(subjects, judge, now));
+    }
+
+    /// Updates the node-group census with `count` and exports it.
+    pub fn update_census(
+        &self,
+        count: impl FnOnce(&mut node_groups::Census, std::time::SystemTime),
+    ) {
         let Ok(mut census) = self.census.lock() else {
             return;
         };
-        census.update(subjects, judge, std::time::SystemTime::now());
+        count(&mut census, std::time::SystemTime::now());
         self.metrics.node_groups(&census);
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Every re-admission takes a slot of this budget (shared with the healer).
+    pub fn with_readmit_budget(mut self, budget: Arc<std::sync::Mutex<heal::Budget>>) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Waits for a re-admission slot.
+    async fn readmit_slot(&self) {
+        let mut told = false;
+        loop {
+            let wait = match self.budget.lock() {
+                Ok(mut b) => match b.take(Instant::now()) {
+                    Ok(()) => return,
+                    Err(wait) => (wait, b.per_minute()),
+                },
+                Err(_) => return,
+            };
+            if !told {
+                tracing::info!(
+                    per_minute = wait.1,
+                    wait_ms = wait.0.as_millis() as u64,
+                    "re-admission cap reached (--max-readmissions-per-minute); waiting"
+                );
+                told = true;
+            }
+            tokio::time::sleep(wait.0).await;
+        }
     }
 
     /// The regions of `plan` (or of `only`) that may be scanned now, recorded as tried now
@@ -703,6 +753,7 @@ impl Refresher {
         patch: &Value,
         report: &mut Report,
     ) -> Option<Value> {
+        self.readmit_slot().await;
         match cluster::patch_object(&self.client, at, patch).await {
             Ok(stored) => {
                 report.readmitted += 1;

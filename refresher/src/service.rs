@@ -3,13 +3,15 @@
 //! Every scan keeps to `--min-region-scan-interval` (the refresher's limiter): a region it keeps
 //! from a refresh is asked for again once it may be scanned.
 
+use crate::heal::{Budget, HealOptions, Healer, Input};
+use crate::heal_loop;
 use crate::plan;
 use crate::refresh::{Refresher, Report};
 use capa_core::provider_spec::{self, ProviderSpec};
 use capa_core::table::{Table, TypeName};
 use futures::StreamExt;
 use kube::runtime::{WatchStreamExt, watcher};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{RwLock, mpsc};
@@ -83,20 +85,59 @@ impl Known {
 /// Retry delay of a full refresh that failed (bounded by the refresh interval).
 const FULL_RETRY: Duration = Duration::from_secs(300);
 
+/// How the service heals objects between refreshes.
+pub struct Healing {
+    pub options: HealOptions,
+    /// Shared with the refresher's own re-admissions.
+    pub budget: Arc<std::sync::Mutex<Budget>>,
+}
+
 pub async fn run(
     refresher: Arc<Refresher>,
     interval: Duration,
     min_region_interval: Duration,
+    healing: Healing,
     stop: CancellationToken,
 ) {
     let known = Arc::new(RwLock::new(Known::default()));
     let (tx, mut rx) = mpsc::channel::<Need>(1024);
-    let watch = tokio::spawn(watch_machinesets(
+    let (heal_tx, heal_rx) = mpsc::channel::<Input>(1024);
+    let mut tasks = Vec::new();
+    let capi_seen = match &refresher.options().cluster_api {
+        Some(_) => {
+            let (seen_tx, seen_rx) = mpsc::unbounded_channel();
+            tasks.push(tokio::spawn(cluster_api_needs(
+                refresher.clone(),
+                known.clone(),
+                tx.clone(),
+                seen_rx,
+                stop.clone(),
+            )));
+            Some(seen_tx)
+        }
+        None => None,
+    };
+    tasks.extend(heal_loop::spawn_watches(
+        &refresher,
+        capi_seen,
+        refresher.options().policy_name.as_deref(),
+        &heal_tx,
+        &stop,
+    ));
+    tasks.push(tokio::spawn(heal_loop::run(
+        refresher.clone(),
+        Healer::new(healing.options),
+        healing.budget,
+        heal_rx,
+        stop.clone(),
+    )));
+    tasks.push(tokio::spawn(watch_machinesets(
         refresher.clone(),
         known.clone(),
         tx,
+        heal_tx.clone(),
         stop.clone(),
-    ));
+    )));
     let mut next_full = Instant::now();
     let mut pending: BTreeSet<Need> = BTreeSet::new();
     let mut next_pending: Option<Instant> = None;
@@ -108,7 +149,7 @@ pub async fn run(
                 let nothing_asked = BTreeSet::new();
                 let outcome = tokio::select! {
                     _ = stop.cancelled() => break,
-                    o = run_refresh(&refresher, &known, None, &nothing_asked) => o,
+                    o = run_refresh(&refresher, &known, None, &nothing_asked, &heal_tx) => o,
                 };
                 next_full = Instant::now() + if outcome.ok { interval } else { interval.min(FULL_RETRY) };
                 // regions kept from the scan (scanned just before, maybe by the previous
@@ -150,7 +191,7 @@ pub async fn run(
                 if !due_regions.is_empty() {
                     let outcome = tokio::select! {
                         _ = stop.cancelled() => break,
-                        o = run_refresh(&refresher, &known, Some(&due_regions), &asked) => o,
+                        o = run_refresh(&refresher, &known, Some(&due_regions), &asked, &heal_tx) => o,
                     };
                     if !outcome.ok || !outcome.postponed.is_empty() {
                         // keep the request: the limiter decides when it is tried again
@@ -162,7 +203,9 @@ pub async fn run(
             }
         }
     }
-    watch.abort();
+    for t in tasks {
+        t.abort();
+    }
 }
 
 /// What a refresh means for the schedule.
@@ -179,10 +222,13 @@ async fn run_refresh(
     known: &RwLock<Known>,
     only: Option<&BTreeSet<String>>,
     asked: &BTreeSet<Need>,
+    heal: &heal_loop::Sender,
 ) -> Outcome {
     match refresher.refresh(only).await {
         Ok(report) => {
             known.write().await.update(&report, only.is_none(), asked);
+            // the healer judges with the table the policy reads from now on
+            let _ = heal.send(Input::Table(report.table.clone())).await;
             Outcome {
                 ok: report.regions_failed.is_empty(),
                 postponed: report.regions_postponed.into_iter().collect(),
@@ -196,17 +242,60 @@ async fn run_refresh(
     }
 }
 
+/// Cluster API objects as the watch sees them: each new one (or new generation) is resolved to
+/// its region and instance type, and a region or type the table lacks asks for a scan, as for
+/// Machine API MachineSets.
+async fn cluster_api_needs(
+    refresher: Arc<Refresher>,
+    known: Arc<RwLock<Known>>,
+    tx: mpsc::Sender<Need>,
+    mut seen: mpsc::UnboundedReceiver<serde_json::Value>,
+    stop: CancellationToken,
+) {
+    let Some(opts) = refresher.options().cluster_api.clone() else {
+        return;
+    };
+    let mut resolved: HashMap<plan::ObjectRef, Option<i64>> = HashMap::new();
+    loop {
+        let obj = tokio::select! {
+            _ = stop.cancelled() => return,
+            o = seen.recv() => match o { Some(o) => o, None => return },
+        };
+        let at = plan::ObjectRef::of(&obj);
+        let generation = obj
+            .pointer("/metadata/generation")
+            .and_then(serde_json::Value::as_i64);
+        if resolved.get(&at) == Some(&generation) {
+            continue;
+        }
+        let Some(o) = crate::capi::resolve_one(refresher.client(), &opts, obj).await else {
+            continue;
+        };
+        let (Ok(instance_type), Ok((region, _))) = (&o.instance_type, &o.scan) else {
+            // resolved again at its next change; the refresh warns meanwhile
+            continue;
+        };
+        resolved.insert(at.clone(), generation);
+        let need = (region.clone(), instance_type.clone());
+        if known.read().await.still_missing(&need) {
+            tracing::debug!(object = %at, region = need.0, "not covered by the table");
+            if tx.send(need).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 async fn watch_machinesets(
     refresher: Arc<Refresher>,
     known: Arc<RwLock<Known>>,
     tx: mpsc::Sender<Need>,
+    heal: heal_loop::Sender,
     stop: CancellationToken,
 ) {
     let api =
         crate::cluster::machinesets(refresher.client(), refresher.options().namespace.as_deref());
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .applied_objects();
+    let stream = watcher(api, watcher::Config::default()).default_backoff();
     let mut stream = std::pin::pin!(stream);
     loop {
         let next = tokio::select! {
@@ -216,10 +305,26 @@ async fn watch_machinesets(
         match next {
             None => return,
             Some(Err(e)) => tracing::warn!(error = %e, "MachineSet watch error; retrying"),
-            Some(Ok(obj)) => {
+            Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => {}
+            Some(Ok(watcher::Event::Delete(obj))) => {
                 let Ok(value) = serde_json::to_value(&obj) else {
                     continue;
                 };
+                if heal
+                    .send(Input::Deleted(plan::ObjectRef::of(&value)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Some(Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj))) => {
+                let Ok(value) = serde_json::to_value(&obj) else {
+                    continue;
+                };
+                if heal.send(Input::Object(value.clone())).await.is_err() {
+                    return;
+                }
                 if capa_core::machineset::is_deleting(&value) {
                     continue;
                 }

@@ -1,0 +1,374 @@
+//! The healer's I/O (the leader's): watches of the objects the policy annotates, of their
+//! AWSMachineTemplates and of the policy's ClusterAdmissionPolicy feed [`Healer`]; the
+//! re-admissions it asks for are patched, and what they led to is recorded (metrics, Warning
+//! Events, the node-group census).
+
+use crate::cluster;
+use crate::heal::{Attempt, Budget, Healer, Input};
+use crate::metrics::Metrics;
+use crate::plan::ObjectRef;
+use crate::policy_settings;
+use crate::readmit::Decision;
+use crate::refresh::Refresher;
+use capa_core::capi;
+use capa_core::settings::Settings;
+use futures::StreamExt;
+use kube::Api;
+use kube::api::{DynamicObject, ListParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The census is recounted at most this often.
+const CENSUS_EVERY: Duration = Duration::from_secs(2);
+/// How often a kind whose CRD is not served yet is looked for again.
+const CRD_RETRY: Duration = Duration::from_secs(60);
+
+/// Where the watches and the refresh send what they see.
+pub type Sender = mpsc::Sender<Input>;
+
+/// Runs the healer until `stop`: applies `rx`'s inputs, re-admits what is due within `budget`.
+pub async fn run(
+    refresher: Arc<Refresher>,
+    mut healer: Healer,
+    budget: Arc<Mutex<Budget>>,
+    mut rx: mpsc::Receiver<Input>,
+    stop: CancellationToken,
+) {
+    let metrics = refresher.metrics().clone();
+    let mut census_at = Instant::now();
+    let mut census_dirty = false;
+    loop {
+        let now = Instant::now();
+        let wake = healer.next_due().map(|due| {
+            let free = budget
+                .lock()
+                .map(|mut b| b.free_at(now.into_std()))
+                .unwrap_or_else(|_| now.into_std());
+            Instant::from_std(due.max(free))
+        });
+        let census_wake = census_dirty.then_some(census_at + CENSUS_EVERY);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            input = rx.recv() => {
+                let Some(input) = input else { return };
+                record_healed(&metrics, &healer.apply(input, Instant::now().into_std()));
+                census_dirty = true;
+            }
+            _ = sleep_until(wake), if wake.is_some() => {
+                readmit_due(&refresher, &mut healer, &budget, &metrics, &stop).await;
+                census_dirty = true;
+            }
+            _ = sleep_until(census_wake), if census_wake.is_some() => {}
+        }
+        metrics.heal_pending(healer.pending());
+        if census_dirty && Instant::now() >= census_at + CENSUS_EVERY {
+            census_at = Instant::now();
+            census_dirty = false;
+            refresher.update_census(|census, metrics_now| healer.census(census, metrics_now));
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn record_healed(metrics: &Metrics, healed: &[Duration]) {
+    for d in healed {
+        metrics.healed(*d);
+    }
+}
+
+/// Patches every re-admission due now (as many as the budget allows), one after the other.
+async fn readmit_due(
+    refresher: &Refresher,
+    healer: &mut Healer,
+    budget: &Mutex<Budget>,
+    metrics: &Metrics,
+    stop: &CancellationToken,
+) {
+    let taken = match budget.lock() {
+        Ok(mut b) => healer.take_due(Instant::now().into_std(), &mut b),
+        Err(_) => return,
+    };
+    for (at, message) in taken.held {
+        tracing::warn!(object = %at, %message, "Warning Event");
+        cluster::event(refresher.client(), &at, "Warning", "FailedUpdate", &message).await;
+    }
+    let due = taken.readmit;
+    if due.len() > 1 {
+        tracing::info!(objects = due.len(), "re-submitting objects to the policy");
+    }
+    for d in due {
+        if stop.is_cancelled() {
+            return;
+        }
+        let result = cluster::patch_object(refresher.client(), &d.at, &d.patch).await;
+        metrics.readmitted();
+        let mut stored = None;
+        let attempt = match result {
+            Ok(obj) => {
+                let right = !matches!(healer.judge(&obj), Some(Decision::Readmit(_)));
+                stored = Some(obj);
+                if right {
+                    Attempt::Healed
+                } else {
+                    Attempt::StillWrong
+                }
+            }
+            Err(e) if cluster::is_not_found(&e) => {
+                healer.apply(Input::Deleted(d.at.clone()), Instant::now().into_std());
+                continue;
+            }
+            Err(e) => Attempt::Failed(e.to_string()),
+        };
+        let outcome = healer.attempted(&d, attempt.clone(), Instant::now().into_std());
+        if let Some(obj) = stored {
+            healer.apply(Input::Object(obj), Instant::now().into_std());
+        }
+        match (&outcome.healed_after, &attempt) {
+            (Some(after), _) => {
+                metrics.healed(*after);
+                tracing::info!(object = %d.at, after_ms = after.as_millis() as u64, probe = d.probe, "re-submitted; the policy annotated it");
+            }
+            (None, Attempt::Failed(why)) => {
+                tracing::warn!(object = %d.at, error = %why, probe = d.probe, "cannot re-submit it to the policy")
+            }
+            (None, _) => {
+                tracing::info!(object = %d.at, probe = d.probe, "re-submitted, but the policy did not annotate it (yet)")
+            }
+        }
+        if let Some(message) = outcome.warning {
+            tracing::warn!(object = %d.at, %message, "Warning Event");
+            cluster::event(
+                refresher.client(),
+                &d.at,
+                "Warning",
+                "FailedUpdate",
+                &message,
+            )
+            .await;
+        }
+    }
+}
+
+/// Starts the watches that feed the healer: Cluster API MachineDeployments, MachineSets and
+/// AWSMachineTemplates (with `cluster_api`) and the policy's ClusterAdmissionPolicy (with
+/// `policy_name`). Machine API MachineSets are fed by the service's own watch.
+/// `seen`: where the Cluster API objects also go, for the service to look for a region or type
+/// the table lacks.
+pub fn spawn_watches(
+    refresher: &Refresher,
+    cluster_api: Option<mpsc::UnboundedSender<Value>>,
+    policy_name: Option<&str>,
+    tx: &Sender,
+    stop: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let client = refresher.client().clone();
+    if let Some(seen) = cluster_api {
+        for kind in capi::SCALABLE_KINDS {
+            let seen = seen.clone();
+            tasks.push(tokio::spawn(watch_kind(
+                client.clone(),
+                capi::GROUP,
+                kind,
+                watcher::Config::default(),
+                tx.clone(),
+                stop.clone(),
+                move |v| {
+                    let _ = seen.send(v.clone());
+                    Some(Input::Object(v))
+                },
+                |v| Some(Input::Deleted(ObjectRef::of(&v))),
+            )));
+        }
+        tasks.push(tokio::spawn(watch_kind(
+            client.clone(),
+            capi::INFRASTRUCTURE_GROUP,
+            capi::AWS_MACHINE_TEMPLATE,
+            watcher::Config::default(),
+            tx.clone(),
+            stop.clone(),
+            |v| {
+                let (namespace, name) = namespaced_name(&v);
+                Some(Input::Template {
+                    namespace,
+                    name,
+                    instance_type: capi::template_instance_type(&v).map(str::to_string),
+                })
+            },
+            |v| {
+                let (namespace, name) = namespaced_name(&v);
+                Some(Input::TemplateDeleted { namespace, name })
+            },
+        )));
+    }
+    if let Some(name) = policy_name {
+        let name_for_apply = name.to_string();
+        tasks.push(tokio::spawn(watch_kind_at(
+            client,
+            policy_settings::GROUP,
+            vec![policy_settings::VERSION],
+            policy_settings::KIND,
+            watcher::Config::default().fields(&format!("metadata.name={name}")),
+            tx.clone(),
+            stop.clone(),
+            move |v| match policy_settings::from_policy(&name_for_apply, &v) {
+                Ok(settings) => {
+                    tracing::info!(policy = %name_for_apply, "the policy's settings changed; objects are judged with them");
+                    Some(Input::Settings(settings))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "keeping the settings judged with so far");
+                    None
+                }
+            },
+            |_| Some(Input::Settings(Settings::default())),
+        )));
+    }
+    tasks
+}
+
+fn namespaced_name(v: &Value) -> (String, String) {
+    let get = |p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    (get("/metadata/namespace"), get("/metadata/name"))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn watch_kind(
+    client: kube::Client,
+    group: &'static str,
+    kind: &'static str,
+    config: watcher::Config,
+    tx: Sender,
+    stop: CancellationToken,
+    applied: impl Fn(Value) -> Option<Input>,
+    deleted: impl Fn(Value) -> Option<Input>,
+) {
+    watch_kind_at(
+        client,
+        group,
+        capi::VERSIONS.to_vec(),
+        kind,
+        config,
+        tx,
+        stop,
+        applied,
+        deleted,
+    )
+    .await
+}
+
+/// Watches `kind` at the first of `versions` served (looked for again every minute while none
+/// is: the CRD may be installed later), forwarding what `applied` and `deleted` make of events.
+#[allow(clippy::too_many_arguments)]
+async fn watch_kind_at(
+    client: kube::Client,
+    group: &'static str,
+    versions: Vec<&'static str>,
+    kind: &'static str,
+    config: watcher::Config,
+    tx: Sender,
+    stop: CancellationToken,
+    applied: impl Fn(Value) -> Option<Input>,
+    deleted: impl Fn(Value) -> Option<Input>,
+) {
+    let version = loop {
+        match served_version(
+            &client,
+            group,
+            &versions,
+            kind,
+            config.field_selector.as_deref(),
+        )
+        .await
+        {
+            Ok(Some(v)) => break v,
+            Ok(None) => tracing::debug!(kind, "not served; looked for again in a minute"),
+            Err(e) => {
+                tracing::warn!(kind, error = %e, "cannot list {kind}s; objects of this kind are not healed until it can")
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(CRD_RETRY) => {}
+        }
+    };
+    let ar = cluster::resource(&format!("{group}/{version}"), kind);
+    let api: Api<DynamicObject> = Api::all_with(client, &ar);
+    let stream = watcher(api, config).default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    loop {
+        let next = tokio::select! {
+            _ = stop.cancelled() => return,
+            n = stream.next() => n,
+        };
+        let input = match next {
+            None => return,
+            Some(Err(e)) => {
+                tracing::warn!(kind, error = %e, "watch error; retrying");
+                continue;
+            }
+            Some(Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o))) => {
+                serde_json::to_value(o).ok().and_then(&applied)
+            }
+            Some(Ok(watcher::Event::Delete(o))) => serde_json::to_value(o).ok().and_then(&deleted),
+            Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => None,
+        };
+        if let Some(input) = input
+            && tx.send(input).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// The first of `versions` the API server serves `kind` at (asked with the watch's field
+/// selector, which RBAC may require); `None`: none (no such CRD).
+async fn served_version(
+    client: &kube::Client,
+    group: &str,
+    versions: &[&'static str],
+    kind: &str,
+    fields: Option<&str>,
+) -> Result<Option<&'static str>, kube::Error> {
+    let mut params = ListParams::default().limit(1);
+    if let Some(f) = fields {
+        params = params.fields(f);
+    }
+    for version in versions {
+        let api: Api<DynamicObject> = Api::all_with(
+            client.clone(),
+            &cluster::resource(&format!("{group}/{version}"), kind),
+        );
+        match api.list(&params).await {
+            Ok(_) => return Ok(Some(version)),
+            Err(e) if cluster::is_not_found(&e) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn templates_are_keyed_by_namespace_and_name() {
+        let v = serde_json::json!({"metadata": {"namespace": "a", "name": "b"}});
+        assert_eq!(super::namespaced_name(&v), ("a".into(), "b".into()));
+    }
+}
