@@ -803,13 +803,20 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("system:anonymous")
         .to_string();
+    // as the real API server's RequestInfo: a list or watch with a `metadata.name` field selector
+    // names its object (so RBAC's resourceNames apply)
+    let selected = q
+        .get("fieldSelector")
+        .map(|f| f.replace("%3D", "=").replace("%3d", "="))
+        .and_then(|f| f.strip_prefix("metadata.name=").map(str::to_string))
+        .filter(|n| !n.contains(','));
     shared.lock().requests.push(RequestRecord {
         user: user.clone(),
         verb: verb.to_string(),
         group: t.kind.group.to_string(),
         resource: t.kind.plural.to_string(),
         namespace: t.namespace.clone(),
-        name: t.name.clone(),
+        name: t.name.clone().or(selected),
     });
     let fault = shared.lock().take_fault(verb, t.kind.plural, &user);
     let mut watch_fault = None;
