@@ -103,6 +103,10 @@ fn main() {
             writes_go_through_while_the_policy_server_is_down_and_are_healed,
         ),
         (
+            "a_settings_change_is_followed_without_a_refresh",
+            a_settings_change_is_followed_without_a_refresh,
+        ),
+        (
             "many_objects_stored_during_an_outage_heal_within_seconds",
             many_objects_stored_during_an_outage_heal_within_seconds,
         ),
@@ -482,6 +486,29 @@ impl World {
         Ok(())
     }
 
+    /// The policy server's configuration from the ClusterAdmissionPolicy as stored now (as the
+    /// Kubewarden controller renders it); the policy.
+    fn configure_policy_server(&mut self) -> Result<Value> {
+        let cap = self
+            .cluster
+            .get(
+                "clusteradmissionpolicies.policies.kubewarden.io",
+                None,
+                "capa-annotator",
+            )?
+            .context("the ClusterAdmissionPolicy")?;
+        let module = std::env::var("CAPA_ANNOTATED_POLICY")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| paths::workspace().join("annotated-policy.wasm"));
+        ensure!(
+            module.is_file(),
+            "{} is missing: make annotated-policy.wasm KWCTL=/path/to/kwctl",
+            module.display()
+        );
+        self.policy_server_config = kubewarden::policies_config(&cap, &module)?;
+        Ok(cap)
+    }
+
     /// Starts the policy server; a restart keeps the port the webhook calls (as its Service does).
     fn start_policy_server(&mut self) -> Result<()> {
         let ps = PolicyServer::start(
@@ -544,10 +571,32 @@ impl World {
     /// A series' values on every refresher that exports it (a replica waiting for the Lease
     /// exports its gauges at zero).
     fn refresher_metrics(&self, series: &str) -> Vec<f64> {
+        self.scrape_refreshers()
+            .iter()
+            .filter_map(|text| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            })
+            .collect()
+    }
+
+    /// The sum of every series of metric family `name` (`name{…} value`) on every refresher.
+    fn refresher_sum(&self, name: &str) -> f64 {
+        let prefix = format!("{name}{{");
+        self.scrape_refreshers()
+            .iter()
+            .flat_map(|text| text.lines())
+            .filter(|l| l.starts_with(&prefix) || l.starts_with(&format!("{name} ")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// The `/metrics` text of every running refresher.
+    fn scrape_refreshers(&self) -> Vec<String> {
         self.refreshers
             .iter()
             .filter_map(|(_, _, port)| {
-                let text = servers::raw(
+                servers::raw(
                     &format!("http://127.0.0.1:{port}"),
                     "GET",
                     "/metrics",
@@ -555,9 +604,7 @@ impl World {
                     &[],
                     b"",
                 )
-                .ok()?;
-                text.lines()
-                    .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+                .ok()
             })
             .collect()
     }
@@ -583,38 +630,17 @@ impl World {
 
     /// EC2 calls made by the refreshers (pages, whatever their result).
     fn ec2_calls(&self) -> f64 {
-        self.refreshers
-            .iter()
-            .filter_map(|(_, _, port)| {
-                servers::raw(
-                    &format!("http://127.0.0.1:{port}"),
-                    "GET",
-                    "/metrics",
-                    "text/plain",
-                    &[],
-                    b"",
-                )
-                .ok()
-            })
-            .flat_map(|text| {
-                text.lines()
-                    .filter(|l| l.starts_with("capa_refresher_ec2_calls_total{"))
-                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                    .collect::<Vec<_>>()
-            })
-            .sum()
+        self.refresher_sum("capa_refresher_ec2_calls_total")
     }
 
     /// Refreshes made by the refreshers, whatever their result.
     fn refreshes(&self) -> f64 {
-        ["success", "partial", "failure"]
-            .iter()
-            .flat_map(|r| {
-                self.refresher_metrics(&format!(
-                    r#"capa_refresher_refreshes_total{{result="{r}"}}"#
-                ))
-            })
-            .sum()
+        self.refresher_sum("capa_refresher_refreshes_total")
+    }
+
+    /// Re-submissions of objects to the policy, by the refreshes and the healing.
+    fn readmissions(&self) -> f64 {
+        self.refresher_sum("capa_refresher_machinesets_readmitted_total")
     }
 
     fn refresher_logs(&self) -> String {
@@ -735,23 +761,7 @@ fn deploy_and_its_examples_pass_strict_server_side_apply(w: &mut World) -> Resul
 /// policy-server configured from the ClusterAdmissionPolicy as stored, as the controller renders
 /// it; the MutatingWebhookConfiguration likewise; the webhook reaches the policy server.
 fn the_policy_server_runs_the_policy_as_the_controller_configures_it(w: &mut World) -> Result<()> {
-    let cap = w
-        .cluster
-        .get(
-            "clusteradmissionpolicies.policies.kubewarden.io",
-            None,
-            "capa-annotator",
-        )?
-        .context("the ClusterAdmissionPolicy")?;
-    let module = std::env::var("CAPA_ANNOTATED_POLICY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| paths::workspace().join("annotated-policy.wasm"));
-    ensure!(
-        module.is_file(),
-        "{} is missing: make annotated-policy.wasm KWCTL=/path/to/kwctl",
-        module.display()
-    );
-    w.policy_server_config = kubewarden::policies_config(&cap, &module)?;
+    let cap = w.configure_policy_server()?;
     w.start_policy_server()?;
     let ps = w.policy_server.as_ref().context("policy server")?;
     let webhook =
@@ -1150,8 +1160,8 @@ fn writes_go_through_while_the_policy_server_is_down_and_are_healed(w: &mut Worl
             "{name} annotated while down: {a}"
         );
     }
-    // the refresher tries meanwhile (1 s debounce, then 2 s, 4 s, …): the second failed try
-    // gives a Warning Event that names the likely cause
+    // the refresher tries meanwhile (1 s debounce, then 2 s, 4 s, …): a failed try once it has
+    // been wrong for 10 s gives a Warning Event that names the likely cause
     let event = w
         .wait_event(NS, "while-down", "is the policy server reachable")
         .with_context(|| {
@@ -1308,6 +1318,53 @@ fn many_objects_stored_during_an_outage_heal_within_seconds(w: &mut World) -> Re
         api_requests as f64 / (2 * n) as f64
     );
     ensure!(ec2_added == 0.0, "healing made {ec2_added} EC2 calls");
+    Ok(())
+}
+
+/// The admin turns on `upstreamCapacityAnnotations` in the ClusterAdmissionPolicy; the policy
+/// server is restarted with it (as the Kubewarden controller rolls it out). The refresher, watching
+/// the policy, judges the MachineSets with the new setting and re-submits them: they get the
+/// upstream keys without a refresh; once right, nothing is re-submitted again.
+fn a_settings_change_is_followed_without_a_refresh(w: &mut World) -> Result<()> {
+    let refreshes_before = w.refreshes();
+    w.cluster.kubectl(&[
+        "patch",
+        "clusteradmissionpolicies.policies.kubewarden.io",
+        "capa-annotator",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"settings":{"upstreamCapacityAnnotations":true}}}"#,
+    ])?;
+    w.configure_policy_server()?;
+    w.policy_server = None;
+    let t = Instant::now();
+    w.start_policy_server()?;
+    let mut want = machine_api("4", "16384", "0", "amd64");
+    want["capacity.cluster-autoscaler.kubernetes.io/cpu"] = json!("4");
+    w.wait_annotated(MS, NS, "workers", &want, Duration::from_secs(60))
+        .with_context(|| w.refresher_logs())?;
+    let annotated = t.elapsed();
+    ensure!(
+        w.refreshes() == refreshes_before,
+        "followed by a refresh ({refreshes_before} refreshes before, {} after), not by the watch",
+        w.refreshes()
+    );
+    // every object right with the new setting (or not for healing): nothing waits for a
+    // re-submission, so none goes on
+    let settled = wait_for(Duration::from_secs(30), || {
+        (w.refresher_sum("capa_refresher_heal_pending") == 0.0).then_some(())
+    });
+    ensure!(
+        settled.is_some(),
+        "objects still wait for a re-submission after the settings change ({} re-submissions)\n{}",
+        w.readmissions(),
+        w.refresher_logs()
+    );
+    println!(
+        "  (annotated with the new setting {annotated:.1?} after the policy server restarted; nothing pending after {:.1?})",
+        t.elapsed()
+    );
     Ok(())
 }
 

@@ -28,7 +28,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
         },
         dry_run: cfg.dry_run,
         stale_after: cfg.refresh_interval / 2,
-        readmit_retry_after: Some(cfg.readmit_retry_after).filter(|d| !d.is_zero()),
+        // the service's healing retries on its own (with backoff): the refresh's one second try
+        // is for --once
+        readmit_retry_after: Some(cfg.readmit_retry_after).filter(|d| !d.is_zero() && cfg.once),
         cluster_api: cfg.cluster_api.then(|| capi::CapiOptions {
             capa_namespace: cfg.capa_namespace.clone(),
             default_credentials: cfg.cluster_api_default_credentials,

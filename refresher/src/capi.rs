@@ -68,12 +68,9 @@ pub async fn resolve_all(
 }
 
 /// One MachineDeployment or MachineSet, resolved; `None` when it is not for the refresher
-/// (deleting, an unusable ref, not an AWSMachineTemplate).
-pub async fn resolve_one(client: &Client, opts: &CapiOptions, object: Value) -> Option<CapiObject> {
-    resolve(client, opts, object, &mut Lookups::default()).await
-}
-
-async fn resolve(
+/// (deleting, an unusable ref, not an AWSMachineTemplate). `cache` keeps what was read (the
+/// objects of one cluster are resolved with one read of its Cluster and AWSCluster).
+pub async fn resolve(
     client: &Client,
     opts: &CapiOptions,
     object: Value,
@@ -99,7 +96,7 @@ async fn resolve(
 
 /// Objects read during one resolution, by `kind namespace/name`.
 #[derive(Default)]
-struct Lookups(BTreeMap<String, Result<Option<Value>, String>>);
+pub struct Lookups(BTreeMap<String, Result<Option<Value>, String>>);
 
 impl Lookups {
     async fn get(

@@ -53,8 +53,9 @@ pub struct Config {
     #[arg(long, env = "CAPA_HEALTH_ADDR", default_value = ":9440", value_parser = parse_addr)]
     pub health_addr: BindAddr,
 
-    /// A re-admitted MachineSet that still does not match the table is re-admitted once more
-    /// after this long (the policy server caches ConfigMap reads for 5 s); "0s": never.
+    /// With --once: a re-admitted MachineSet that still does not match the table is re-admitted
+    /// once more after this long (the policy server caches ConfigMap reads for 5 s); "0s":
+    /// never. The service's healing retries on its own.
     #[arg(long, env = "CAPA_READMIT_RETRY_AFTER", default_value = "6s", value_parser = parse_duration_or_zero)]
     pub readmit_retry_after: Duration,
 

@@ -7,9 +7,14 @@
 //!   one re-admission);
 //! - while it stays wrong (the policy server down, the policy not active for it) it is tried again
 //!   with a per-object exponential backoff, and gets one Warning Event per backoff period from its
-//!   second failed try on (the first may be the policy server's few-seconds cache of the table);
-//! - while objects wait in backoff, one of them is tried every `probe_interval` as a probe: when
-//!   a probe heals, the cause is gone, and every waiting object is due at once;
+//!   second failed try on (the first may be the policy server's few-seconds cache of the table)
+//!   once it has been wrong for `event_after`;
+//! - when re-admissions of [`BREAKER`] different objects have failed in a row, the cause is taken
+//!   to be shared (the policy server down): objects whose turn comes are held (their Event, no
+//!   patch) and one of them is tried every `probe_interval` as a probe; when a probe heals, the
+//!   cause is gone, and every waiting object is due at once;
+//! - until a re-admission heals (at start, after a failure), [`BREAKER`] objects go first, the
+//!   others once one of them is annotated;
 //! - every re-admission (the refresh's too) takes a slot of one [`Budget`]: at most
 //!   `per_minute` in any 60 seconds.
 
@@ -20,7 +25,7 @@ use capa_core::capi;
 use capa_core::settings::Settings;
 use capa_core::table::Table;
 use serde_json::Value;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How healing paces itself.
@@ -34,6 +39,8 @@ pub struct HealOptions {
     pub backoff_max: Duration,
     /// While objects wait in backoff, one of them is tried this often.
     pub probe_interval: Duration,
+    /// No Warning Event for an object wrong for less than this (a blip of the policy server).
+    pub event_after: Duration,
 }
 
 impl Default for HealOptions {
@@ -43,6 +50,7 @@ impl Default for HealOptions {
             backoff_base: Duration::from_secs(2),
             backoff_max: Duration::from_secs(300),
             probe_interval: Duration::from_secs(5),
+            event_after: Duration::from_secs(10),
         }
     }
 }
@@ -160,6 +168,14 @@ struct Entry {
     in_flight: bool,
 }
 
+/// Where an object's instance type comes from.
+enum Kind<'a> {
+    MachineApi,
+    /// The template's type, or why it has none.
+    ClusterApi(Result<&'a str, &'a str>),
+    NotOurs,
+}
+
 /// What the healer knows, and who waits for a re-admission.
 #[derive(Debug)]
 pub struct Healer {
@@ -172,22 +188,28 @@ pub struct Healer {
     templates: BTreeMap<(String, String), Option<String>>,
     queue: BTreeMap<ObjectRef, Entry>,
     last_probe: Option<Instant>,
-    /// Re-admissions that left their object wrong since the last one that healed: from
-    /// [`BREAKER`] on, the cause is taken to be shared (the policy server down) and only probes
-    /// are sent until one heals.
-    failed_in_a_row: u32,
+    /// The objects whose re-admission left them wrong since the last one that healed: from
+    /// [`BREAKER`] of them on, the cause is taken to be shared (the policy server down) and only
+    /// probes are sent until one heals. One object the policy never annotates (outside its
+    /// rules) only ever waits out its own backoff.
+    failed_in_a_row: BTreeSet<ObjectRef>,
+    /// The last re-admission healed its object: the next ones go out all at once. Otherwise
+    /// (at start, after a failure) [`BREAKER`] go first, so a cause shared by all (the policy
+    /// server down or not yet running new settings) costs that many patches, not one per object.
+    proven: bool,
 }
 
-/// Failed re-admissions in a row after which only probes are sent.
-pub const BREAKER: u32 = 3;
+/// Distinct objects failing in a row after which only probes are sent.
+pub const BREAKER: usize = 3;
 
 /// What is due now.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Taken {
     /// Re-admissions to make.
     pub readmit: Vec<Due>,
-    /// Objects due but held back while re-admissions of others keep failing (only probes are
-    /// sent): counted as failed tries, with the Warning Event their backoff period gives.
+    /// Warning Events of objects due but held back while re-admissions of others keep failing
+    /// (only probes are sent): each hold counts as a failed try, and from the second on gives
+    /// the Event of its backoff period.
     pub held: Vec<(ObjectRef, String)>,
 }
 
@@ -201,7 +223,8 @@ impl Healer {
             templates: BTreeMap::new(),
             queue: BTreeMap::new(),
             last_probe: None,
-            failed_in_a_row: 0,
+            failed_in_a_row: BTreeSet::new(),
+            proven: false,
         }
     }
 
@@ -261,19 +284,33 @@ impl Healer {
             table,
             settings: &self.settings,
         };
+        match self.instance_type(obj) {
+            Kind::MachineApi => Some(judge.decide(obj, None)),
+            Kind::ClusterApi(Ok(instance_type)) => Some(judge.decide(obj, Some(instance_type))),
+            Kind::ClusterApi(Err(_)) => None,
+            Kind::NotOurs => Some(Decision::Ignore),
+        }
+    }
+
+    /// Where `obj`'s instance type comes from: its provider spec (Machine API), its
+    /// AWSMachineTemplate as last watched (Cluster API), or nowhere the policy reads.
+    fn instance_type(&self, obj: &Value) -> Kind<'_> {
         let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
         if !api_version.starts_with(capi::GROUP) {
-            return Some(judge.decide(obj, None));
+            return Kind::MachineApi;
         }
         let Ok(tref) = capi::infrastructure_ref(obj) else {
-            return Some(Decision::Ignore);
+            return Kind::NotOurs;
         };
         if !tref.is_aws_machine_template() {
-            return Some(Decision::Ignore);
+            return Kind::NotOurs;
         }
         let key = (tref.namespace.to_string(), tref.name.to_string());
-        let instance_type = self.templates.get(&key)?.as_deref()?;
-        Some(judge.decide(obj, Some(instance_type)))
+        Kind::ClusterApi(match self.templates.get(&key) {
+            Some(Some(t)) => Ok(t.as_str()),
+            Some(None) => Err("its AWSMachineTemplate has no instance type"),
+            None => Err("its AWSMachineTemplate is not found"),
+        })
     }
 
     /// Counts the node groups the healer knows (nothing before the first table).
@@ -285,34 +322,22 @@ impl Healer {
             table,
             settings: &self.settings,
         };
-        let subjects = self.objects.iter().filter_map(|(at, object)| {
-            let api_version = object
-                .get("apiVersion")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            if !api_version.starts_with(capi::GROUP) {
-                return Some(Subject {
-                    at,
-                    object,
-                    capi_type: None,
+        let subjects =
+            self.objects
+                .iter()
+                .filter_map(|(at, object)| match self.instance_type(object) {
+                    Kind::NotOurs => None,
+                    Kind::MachineApi => Some(Subject {
+                        at,
+                        object,
+                        capi_type: None,
+                    }),
+                    Kind::ClusterApi(t) => Some(Subject {
+                        at,
+                        object,
+                        capi_type: Some(t),
+                    }),
                 });
-            }
-            let tref = capi::infrastructure_ref(object).ok()?;
-            if !tref.is_aws_machine_template() {
-                return None;
-            }
-            let key = (tref.namespace.to_string(), tref.name.to_string());
-            let capi_type = match self.templates.get(&key) {
-                Some(Some(t)) => Ok(t.as_str()),
-                Some(None) => Err("its AWSMachineTemplate has no instance type"),
-                None => Err("its AWSMachineTemplate is not found"),
-            };
-            Some(Subject {
-                at,
-                object,
-                capi_type: Some(capi_type),
-            })
-        });
         census.update(subjects, judge, now);
     }
 
@@ -392,6 +417,7 @@ impl Healer {
         let probe = self
             .last_probe
             .map(|p| p + self.opts.probe_interval)
+            .filter(|_| self.failed_in_a_row.len() >= BREAKER)
             .filter(|_| self.queue.values().any(|e| !e.in_flight && e.failures > 0));
         Some(probe.map_or(earliest, |p| p.min(earliest)))
     }
@@ -408,7 +434,8 @@ impl Healer {
             .collect();
         due.sort();
         let mut out = Taken::default();
-        let broken = self.failed_in_a_row >= BREAKER;
+        let broken = self.failed_in_a_row.len() >= BREAKER;
+        let limit = if self.proven { usize::MAX } else { BREAKER };
         for (_, at) in due {
             if broken {
                 if let Some(warning) = self.failed(&at, None, now) {
@@ -416,7 +443,7 @@ impl Healer {
                 }
                 continue;
             }
-            if budget.take(now).is_err() {
+            if out.readmit.len() >= limit || budget.take(now).is_err() {
                 break;
             }
             if let Some(e) = self.queue.get_mut(&at) {
@@ -428,9 +455,10 @@ impl Healer {
                 });
             }
         }
-        let probe_due = self
-            .last_probe
-            .is_none_or(|p| now >= p + self.opts.probe_interval);
+        let probe_due = self.failed_in_a_row.len() >= BREAKER
+            && self
+                .last_probe
+                .is_none_or(|p| now >= p + self.opts.probe_interval);
         if out.readmit.is_empty() && probe_due {
             let waiting = self
                 .queue
@@ -463,12 +491,12 @@ impl Healer {
     /// Event text.
     fn failed(&mut self, at: &ObjectRef, why: Option<&Attempt>, now: Instant) -> Option<String> {
         let opts = self.opts;
-        let in_a_row = self.failed_in_a_row;
+        let in_a_row = self.failed_in_a_row.len();
         let entry = self.queue.get_mut(at)?;
         entry.failures += 1;
         let wait = backoff(&opts, entry.failures);
         entry.due = now + wait;
-        if entry.failures < 2 {
+        if entry.failures < 2 || now.saturating_duration_since(entry.since) < opts.event_after {
             return None;
         }
         let next = humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)));
@@ -491,9 +519,11 @@ impl Healer {
     /// Records how a re-admission went.
     pub fn attempted(&mut self, due: &Due, attempt: Attempt, now: Instant) -> Outcome {
         if attempt == Attempt::Healed {
-            self.failed_in_a_row = 0;
+            self.failed_in_a_row.clear();
+            self.proven = true;
         } else if !due.probe {
-            self.failed_in_a_row = self.failed_in_a_row.saturating_add(1);
+            self.failed_in_a_row.insert(due.at.clone());
+            self.proven = false;
         }
         let Some(entry) = self.queue.get_mut(&due.at) else {
             // healed (or deleted) meanwhile, as a watch event told
@@ -581,6 +611,14 @@ mod tests {
         Healer::new(HealOptions::default())
     }
 
+    /// Events from the second failure on, however soon.
+    fn eager() -> Healer {
+        Healer::new(HealOptions {
+            event_after: Duration::ZERO,
+            ..HealOptions::default()
+        })
+    }
+
     #[test]
     fn a_right_object_is_not_queued_and_a_wrong_one_is_due_after_the_debounce() {
         let t0 = Instant::now();
@@ -644,30 +682,22 @@ mod tests {
     #[test]
     fn failures_back_off_exponentially_and_warn_once_per_period_from_the_second() {
         let mut t = Instant::now();
-        // no probes in this test (see the probe tests)
-        let mut h = Healer::new(HealOptions {
-            probe_interval: Duration::from_secs(3600),
-            ..HealOptions::default()
-        });
+        let mut h = healer();
         let mut budget = Budget::new(300);
         h.apply(Input::Table(table()), t);
         h.apply(Input::Object(ms("a", json!({}))), t);
         t += Duration::from_secs(1);
         let mut waits = Vec::new();
         let mut warnings = 0;
-        let mut held = 0;
         for _ in 0..10 {
             let taken = h.take_due(t, &mut budget);
-            // from the third failure in a row on, the object is held (not patched): the same
-            // backoff and Events, no patch
-            let warning = match taken.readmit.first() {
-                Some(d) => h.attempted(d, Attempt::StillWrong, t).warning,
-                None => {
-                    assert_eq!(taken.held.len(), 1, "due at {waits:?}");
-                    held += 1;
-                    Some(taken.held[0].1.clone())
-                }
-            };
+            // one object failing is no shared cause: always tried itself, never held
+            assert!(taken.held.is_empty());
+            assert_eq!(taken.readmit.len(), 1, "due at {waits:?}");
+            assert!(!taken.readmit[0].probe);
+            let warning = h
+                .attempted(&taken.readmit[0], Attempt::StillWrong, t)
+                .warning;
             warnings += usize::from(warning.is_some());
             if let Some(w) = &warning {
                 assert!(w.contains("is the policy server reachable"), "{w}");
@@ -682,10 +712,10 @@ mod tests {
             waits.push(next - t);
             t = next;
         }
-        assert_eq!(held, 7, "patched {} times", 10 - held);
         let secs: Vec<u64> = waits.iter().map(Duration::as_secs).collect();
         assert_eq!(secs, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
-        assert_eq!(warnings, 9, "one per failed try from the second on");
+        // failures at 0, 2, 6, 14, … s after the first try: from the fourth (wrong for 15 s)
+        assert_eq!(warnings, 7, "one per failed try once wrong for 10 s");
     }
 
     #[test]
@@ -734,43 +764,100 @@ mod tests {
     #[test]
     fn a_failed_probe_does_not_change_the_objects_schedule() {
         let mut t = Instant::now();
-        let mut h = Healer::new(HealOptions {
-            probe_interval: Duration::from_secs(5),
-            ..HealOptions::default()
-        });
+        let mut h = eager();
         let mut budget = Budget::new(1000);
         h.apply(Input::Table(table()), t);
-        h.apply(Input::Object(ms("a", json!({}))), t);
-        t += Duration::from_secs(1);
-        // three failed tries, 2 and 4 s apart: the next waits 8 s, and the breaker is open
-        for _ in 0..3 {
-            let d = h.take_due(t, &mut budget).readmit;
-            assert!(!d[0].probe);
-            h.attempted(&d[0], Attempt::StillWrong, t);
-            t = h.next_due().unwrap();
+        for name in ["a", "b", "c"] {
+            h.apply(Input::Object(ms(name, json!({}))), t);
         }
-        // ... a probe tries it 5 s after the last try
+        t += Duration::from_secs(1);
+        // three objects fail: a shared cause, the breaker opens; they wait 2 s
+        for d in h.take_due(t, &mut budget).readmit {
+            assert!(!d.probe);
+            h.attempted(&d, Attempt::StillWrong, t);
+        }
+        assert_eq!(h.failing(), 3);
+        // their turn: held, not patched; their second failure gives the Event
+        t += Duration::from_secs(2);
+        let taken = h.take_due(t, &mut budget);
+        assert!(taken.readmit.is_empty(), "{taken:?}");
+        assert_eq!(taken.held.len(), 3);
+        assert!(
+            taken.held[0].1.contains("were not annotated either"),
+            "{taken:?}"
+        );
+        // 5 s after the last try, one of them is tried as a probe
+        assert_eq!(h.next_due(), Some(t + Duration::from_secs(3)));
+        t += Duration::from_secs(3);
         let d = h.take_due(t, &mut budget).readmit;
         assert_eq!(d.len(), 1);
         assert!(d[0].probe);
         let out = h.attempted(&d[0], Attempt::StillWrong, t);
         assert_eq!(out, Outcome::default(), "no Event for a probe");
-        assert_eq!(h.failing(), 1);
-        // its own turn stays 8 s after the third try: held, with its Event
-        assert_eq!(h.next_due(), Some(t + Duration::from_secs(3)));
-        let taken = h.take_due(t + Duration::from_secs(3), &mut budget);
-        assert!(taken.readmit.is_empty());
-        assert_eq!(taken.held.len(), 1);
-        assert!(
-            taken.held[0].1.contains("were not annotated either"),
-            "{taken:?}"
-        );
+        assert_eq!(h.failing(), 3);
+        // the held ones wait 4 s from their hold; the next probe 5 s from this one
+        assert_eq!(h.next_due(), Some(t + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_few_go_first_until_one_heals() {
+        let t0 = Instant::now();
+        let mut h = healer();
+        let mut budget = Budget::new(1000);
+        h.apply(Input::Table(table()), t0);
+        for i in 0..10 {
+            h.apply(Input::Object(ms(&format!("m{i}"), json!({}))), t0);
+        }
+        let t = t0 + Duration::from_secs(1);
+        // the policy server is down: three patches, not ten
+        let first = h.take_due(t, &mut budget).readmit;
+        assert_eq!(first.len(), BREAKER);
+        for d in &first {
+            h.attempted(d, Attempt::StillWrong, t);
+        }
+        let taken = h.take_due(t, &mut budget);
+        assert!(taken.readmit.is_empty(), "the breaker holds the others");
+        assert!(taken.held.is_empty(), "no Event at a first failure");
+        assert_eq!(h.failing(), 10);
+        // back: a healed object lets the rest go at once
+        let mut h = healer();
+        h.apply(Input::Table(table()), t0);
+        for i in 0..10 {
+            h.apply(Input::Object(ms(&format!("m{i}"), json!({}))), t0);
+        }
+        let first = h.take_due(t, &mut budget).readmit;
+        assert_eq!(first.len(), BREAKER);
+        h.attempted(&first[0], Attempt::Healed, t);
+        assert_eq!(h.take_due(t, &mut budget).readmit.len(), 7);
+    }
+
+    #[test]
+    fn one_object_the_policy_never_annotates_is_not_probed() {
+        let mut t = Instant::now();
+        let mut h = healer();
+        let mut budget = Budget::new(1000);
+        h.apply(Input::Table(table()), t);
+        h.apply(Input::Object(ms("outside-the-rules", json!({}))), t);
+        t += Duration::from_secs(1);
+        let mut tries = 0;
+        let end = t + Duration::from_secs(3600);
+        while t < end {
+            for d in h.take_due(t, &mut budget).readmit {
+                assert!(!d.probe, "probed at {tries} tries");
+                tries += 1;
+                h.attempted(&d, Attempt::StillWrong, t);
+            }
+            t = h.next_due().unwrap();
+        }
+        // at 0, 2, 6, … 510 s (backoff 2 s doubling to 256 s), then every 5 min: 19 tries in an
+        // hour, not one every 5 s
+        assert_eq!(tries, 19);
     }
 
     #[test]
     fn a_refused_patch_names_why() {
         let mut t = Instant::now();
-        let mut h = healer();
+        let mut h = eager();
         let mut budget = Budget::new(1000);
         h.apply(Input::Table(table()), t);
         h.apply(Input::Object(ms("a", json!({}))), t);
@@ -798,7 +885,7 @@ mod tests {
         h.apply(Input::Table(table()), t);
         h.apply(Input::Object(ms("a", json!({}))), t);
         t += Duration::from_secs(1);
-        for _ in 0..3 {
+        for _ in 0..4 {
             let d = h.take_due(t, &mut budget).readmit;
             h.attempted(&d[0], Attempt::StillWrong, t);
             t = h.next_due().unwrap();

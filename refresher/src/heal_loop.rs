@@ -180,6 +180,7 @@ pub fn spawn_watches(
             tasks.push(tokio::spawn(watch_kind(
                 client.clone(),
                 capi::GROUP,
+                &capi::VERSIONS,
                 kind,
                 watcher::Config::default(),
                 tx.clone(),
@@ -194,6 +195,7 @@ pub fn spawn_watches(
         tasks.push(tokio::spawn(watch_kind(
             client.clone(),
             capi::INFRASTRUCTURE_GROUP,
+            &capi::VERSIONS,
             capi::AWS_MACHINE_TEMPLATE,
             watcher::Config::default(),
             tx.clone(),
@@ -214,10 +216,10 @@ pub fn spawn_watches(
     }
     if let Some(name) = policy_name {
         let name_for_apply = name.to_string();
-        tasks.push(tokio::spawn(watch_kind_at(
+        tasks.push(tokio::spawn(watch_kind(
             client,
             policy_settings::GROUP,
-            vec![policy_settings::VERSION],
+            &[policy_settings::VERSION],
             policy_settings::KIND,
             watcher::Config::default().fields(&format!("metadata.name={name}")),
             tx.clone(),
@@ -248,38 +250,13 @@ fn namespaced_name(v: &Value) -> (String, String) {
     (get("/metadata/namespace"), get("/metadata/name"))
 }
 
+/// Watches `kind` at the first of `versions` served (looked for again every minute while none
+/// is: the CRD may be installed later), forwarding what `applied` and `deleted` make of events.
 #[allow(clippy::too_many_arguments)]
 async fn watch_kind(
     client: kube::Client,
     group: &'static str,
-    kind: &'static str,
-    config: watcher::Config,
-    tx: Sender,
-    stop: CancellationToken,
-    applied: impl Fn(Value) -> Option<Input>,
-    deleted: impl Fn(Value) -> Option<Input>,
-) {
-    watch_kind_at(
-        client,
-        group,
-        capi::VERSIONS.to_vec(),
-        kind,
-        config,
-        tx,
-        stop,
-        applied,
-        deleted,
-    )
-    .await
-}
-
-/// Watches `kind` at the first of `versions` served (looked for again every minute while none
-/// is: the CRD may be installed later), forwarding what `applied` and `deleted` make of events.
-#[allow(clippy::too_many_arguments)]
-async fn watch_kind_at(
-    client: kube::Client,
-    group: &'static str,
-    versions: Vec<&'static str>,
+    versions: &'static [&'static str],
     kind: &'static str,
     config: watcher::Config,
     tx: Sender,
@@ -291,7 +268,7 @@ async fn watch_kind_at(
         match served_version(
             &client,
             group,
-            &versions,
+            versions,
             kind,
             config.field_selector.as_deref(),
         )

@@ -104,7 +104,7 @@ impl Metrics {
         let oldest_wrong_age = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "oldest_wrong_node_group_age_seconds",
-            "How long the node group that has been not right the longest has been so (0: all right); known from the refreshes",
+            "How long the node group that has been not right the longest has been so (0: all right, or not the leader); counted at each refresh and as the watches see changes",
             oldest_wrong_age.clone(),
         );
         let heal_seconds = Histogram::new([

@@ -242,6 +242,9 @@ async fn run_refresh(
     }
 }
 
+/// How long objects read to resolve Cluster API objects are reused.
+const LOOKUPS_KEPT: Duration = Duration::from_secs(10);
+
 /// Cluster API objects as the watch sees them: each new one (or new generation) is resolved to
 /// its region and instance type, and a region or type the table lacks asks for a scan, as for
 /// Machine API MachineSets.
@@ -256,6 +259,9 @@ async fn cluster_api_needs(
         return;
     };
     let mut resolved: HashMap<plan::ObjectRef, Option<i64>> = HashMap::new();
+    // what was read for the objects seen in the last few seconds: a burst of objects of one
+    // cluster reads its Cluster and AWSCluster once
+    let mut cache = (crate::capi::Lookups::default(), Instant::now());
     loop {
         let obj = tokio::select! {
             _ = stop.cancelled() => return,
@@ -268,7 +274,11 @@ async fn cluster_api_needs(
         if resolved.get(&at) == Some(&generation) {
             continue;
         }
-        let Some(o) = crate::capi::resolve_one(refresher.client(), &opts, obj).await else {
+        if cache.1.elapsed() > LOOKUPS_KEPT {
+            cache = (crate::capi::Lookups::default(), Instant::now());
+        }
+        let Some(o) = crate::capi::resolve(refresher.client(), &opts, obj, &mut cache.0).await
+        else {
             continue;
         };
         let (Ok(instance_type), Ok((region, _))) = (&o.instance_type, &o.scan) else {
