@@ -63,14 +63,14 @@ fmt:
 	$(CARGO) fmt --all
 
 CAPA_ADMIN := $(TARGET_DIR)/release/capa-admin
-EXAMPLES := examples/machineset.yaml examples/wrong-values.yaml examples/cluster-machinesets.yaml
+EXAMPLES := examples/machineset.yaml examples/wrong-values.yaml examples/cluster-machinesets.yaml examples/cluster-api.yaml
 
 ## capa-admin: the admin tool (release); `capa-admin preview --help`
 capa-admin:
 	$(CARGO) build --release -p capa-admin
 	@echo "capa-admin: $(CAPA_ADMIN)"
 
-## demo: what the policy does to the example MachineSets (real ones from public repositories),
+## demo: what the policy does to the example MachineSets and Cluster API objects (real ones from public repositories),
 ## with the built-in table: capa-admin preview, the policy's own decision run natively
 demo: capa-admin
 	$(CAPA_ADMIN) preview --patch $(EXAMPLES)

@@ -1,7 +1,9 @@
-//! Reading MachineSets from files or stdin: YAML or JSON, one object, several documents, or a
-//! `List` (what `kubectl get machinesets -A -o yaml` prints). Every error names the input and the
-//! place in it.
+//! Reading the objects to preview from files or stdin: YAML or JSON, one object, several
+//! documents, or a `List` (what `kubectl get … -o yaml` prints). Machine API MachineSets and Cluster
+//! API MachineSets/MachineDeployments are previewed; AWSMachineTemplates and Namespaces are what
+//! the policy would read or be selected by. Every error names the input and the place in it.
 
+use capa_core::capi;
 use serde::Deserialize;
 use serde_json::Value;
 use std::fmt;
@@ -24,11 +26,23 @@ impl fmt::Display for Origin {
     }
 }
 
-/// One MachineSet read from the input.
+/// One object to preview (a Machine API MachineSet, or a Cluster API MachineSet or
+/// MachineDeployment) read from the input.
 #[derive(Debug, Clone)]
-pub struct MachineSetDoc {
+pub struct ObjectDoc {
     pub origin: Origin,
     pub object: Value,
+}
+
+/// Everything the inputs hold: the objects to preview, and what the policy would read from the
+/// cluster for them (AWSMachineTemplates) or what decides whether it sees them (Namespaces).
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    pub objects: Vec<ObjectDoc>,
+    pub templates: Vec<Value>,
+    pub namespaces: Vec<Value>,
+    /// Objects of other kinds passed over in directories.
+    pub passed_over: usize,
 }
 
 /// Why an input cannot be used. The message names the input and the place.
@@ -91,91 +105,108 @@ fn kind_of(obj: &Value) -> (&str, &str) {
     )
 }
 
-/// The MachineSets of one input, in order: a `List` (any kind ending in `List` with `items`) is
-/// flattened; anything else that is not a `MachineSet` is an error.
-pub fn machinesets(input: &str, text: &str) -> Result<Vec<MachineSetDoc>, InputError> {
-    Ok(read_machinesets(input, text, false)?.0)
+/// What an input object is to preview.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Object,
+    Template,
+    Namespace,
 }
 
-/// As [`machinesets`] for a file found in a directory (a GitOps tree holds kustomizations and
-/// other objects too): other objects are passed over and counted, unreadable files still fail.
-pub fn machinesets_in_tree(
-    input: &str,
-    text: &str,
-) -> Result<(Vec<MachineSetDoc>, usize), InputError> {
-    read_machinesets(input, text, true)
+fn classify(obj: &Value) -> Option<Class> {
+    let (api_version, kind) = kind_of(obj);
+    let group = api_version.split_once('/').map_or("", |(g, _)| g);
+    // any MachineSet or MachineDeployment: the policy's decision says which it leaves alone
+    if capi::SCALABLE_KINDS.contains(&kind) {
+        Some(Class::Object)
+    } else if group == capi::INFRASTRUCTURE_GROUP && kind == capi::AWS_MACHINE_TEMPLATE {
+        Some(Class::Template)
+    } else if (api_version, kind) == ("v1", "Namespace") {
+        Some(Class::Namespace)
+    } else {
+        None
+    }
 }
 
-fn read_machinesets(
+/// What `kubectl` prints for the objects preview reads.
+pub const KUBECTL_HINT: &str = "give what `kubectl get machinesets -A -o yaml` or `kubectl get machinedeployments,machinesets.cluster.x-k8s.io,awsmachinetemplates -A -o yaml` prints";
+
+/// Reads one input into `into`, in order: a `List` (any kind ending in `List` with `items`) is
+/// flattened. With `pass_over_others` (a file found in a directory: a GitOps tree holds
+/// kustomizations and other objects too) objects of other kinds are counted in
+/// [`Inputs::passed_over`]; otherwise they are an error. Unreadable text is always an error.
+pub fn read_into(
     input: &str,
     text: &str,
     pass_over_others: bool,
-) -> Result<(Vec<MachineSetDoc>, usize), InputError> {
-    let mut passed_over = 0;
-    let mut check = |origin: &Origin, obj: &Value| -> Result<bool, InputError> {
-        match check_machineset(origin, obj) {
-            Ok(()) => Ok(true),
-            Err(_) if pass_over_others => {
-                passed_over += 1;
-                Ok(false)
-            }
-            Err(e) => Err(e),
+    into: &mut Inputs,
+) -> Result<(), InputError> {
+    let mut take = |origin: Origin, obj: Value| -> Result<(), InputError> {
+        match classify(&obj) {
+            Some(Class::Object) => into.objects.push(ObjectDoc {
+                origin,
+                object: obj,
+            }),
+            Some(Class::Template) => into.templates.push(obj),
+            Some(Class::Namespace) => into.namespaces.push(obj),
+            None if pass_over_others => into.passed_over += 1,
+            None => return Err(not_ours(&origin, &obj)),
         }
+        Ok(())
     };
-    let mut out = Vec::new();
     for (i, doc) in documents(input, text)?.into_iter().enumerate() {
         let origin = Origin {
             input: input.to_string(),
             doc: i + 1,
             item: None,
         };
-        let (_, kind) = kind_of(&doc);
-        if kind.ends_with("List") && doc.get("items").is_some() {
-            let Some(Value::Array(items)) = doc.get("items") else {
-                return Err(InputError(format!(
-                    "{origin}: items of the {kind} is not a list"
-                )));
-            };
-            for (j, item) in items.iter().enumerate() {
-                let origin = Origin {
-                    item: Some(j),
-                    ..origin.clone()
+        let kind = kind_of(&doc).1.to_string();
+        match doc {
+            Value::Object(mut list) if kind.ends_with("List") && list.contains_key("items") => {
+                let Some(Value::Array(items)) = list.remove("items") else {
+                    return Err(InputError(format!(
+                        "{origin}: items of the {kind} is not a list"
+                    )));
                 };
-                if check(&origin, item)? {
-                    out.push(MachineSetDoc {
-                        origin,
-                        object: item.clone(),
-                    });
+                for (j, item) in items.into_iter().enumerate() {
+                    take(
+                        Origin {
+                            item: Some(j),
+                            ..origin.clone()
+                        },
+                        item,
+                    )?;
                 }
             }
-        } else if check(&origin, &doc)? {
-            out.push(MachineSetDoc {
-                origin,
-                object: doc,
-            });
+            doc => take(origin, doc)?,
         }
     }
-    Ok((out, passed_over))
+    Ok(())
 }
 
-fn check_machineset(origin: &Origin, obj: &Value) -> Result<(), InputError> {
+/// The objects to preview of one input (tests and simple callers): other kinds are errors.
+pub fn objects(input: &str, text: &str) -> Result<Vec<ObjectDoc>, InputError> {
+    let mut inputs = Inputs::default();
+    read_into(input, text, false, &mut inputs)?;
+    Ok(inputs.objects)
+}
+
+fn not_ours(origin: &Origin, obj: &Value) -> InputError {
     if !obj.is_object() {
-        return Err(InputError(format!(
-            "{origin}: not an object (give MachineSets, a List of them, or what `kubectl get machinesets -A -o yaml` prints)"
-        )));
+        return InputError(format!("{origin}: not an object ({KUBECTL_HINT})"));
     }
     let (api_version, kind) = kind_of(obj);
-    if kind == "MachineSet" {
-        return Ok(());
-    }
-    let hint = if kind == "ConfigMap" {
-        " (the instance-type table goes in --configmap FILE)"
-    } else {
-        " (give MachineSets, a List of them, or what `kubectl get machinesets -A -o yaml` prints)"
+    let hint = match kind {
+        "ConfigMap" => " (the instance-type table goes in --configmap FILE)".to_string(),
+        "Secret" => " (preview reads no credentials: leave Secrets out)".to_string(),
+        "ClusterAdmissionPolicy" | "AdmissionPolicy" => {
+            " (the policy and its settings go in --settings FILE)".to_string()
+        }
+        _ => format!(" ({KUBECTL_HINT})"),
     };
-    Err(InputError(format!(
-        "{origin}: a {api_version} {kind}, not a MachineSet{hint}"
-    )))
+    InputError(format!(
+        "{origin}: a {api_version} {kind}, not a MachineSet, MachineDeployment, AWSMachineTemplate or Namespace{hint}"
+    ))
 }
 
 /// One object from a file (`--configmap`, `--settings`): YAML or JSON, exactly one document.
@@ -257,35 +288,47 @@ mod tests {
     #[test]
     fn yaml_documents_lists_and_json() {
         let two = format!("{MS}---\n{}---\n", MS.replace("name: a", "name: b"));
-        let got = machinesets("f.yaml", &two).unwrap();
+        let got = objects("f.yaml", &two).unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[1].origin.to_string(), "f.yaml: document 2");
         let list = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: machine.openshift.io/v1beta1\n  kind: MachineSet\n- apiVersion: machine.openshift.io/v1beta1\n  kind: MachineSet\n";
-        let got = machinesets("-", list).unwrap();
+        let got = objects("-", list).unwrap();
         assert_eq!(got[1].origin.to_string(), "-: document 1, items[1]");
         let json = r#"{"apiVersion":"v1","kind":"MachineSetList","items":[{"kind":"MachineSet"}]} {"kind":"MachineSet"}"#;
-        assert_eq!(machinesets("j.json", json).unwrap().len(), 2);
-        assert!(machinesets("e.yaml", "").unwrap().is_empty());
+        assert_eq!(objects("j.json", json).unwrap().len(), 2);
+        assert!(objects("e.yaml", "").unwrap().is_empty());
     }
 
     #[test]
     fn errors_name_the_input_and_the_place() {
-        let e = machinesets("bad.yaml", "a: [1,\nb: 2\n").unwrap_err();
+        let e = objects("bad.yaml", "a: [1,\nb: 2\n").unwrap_err();
         assert!(
             e.0.starts_with("bad.yaml: document 1: not valid YAML at line"),
             "{e}"
         );
-        let e = machinesets("bad.json", "{\"kind\": }").unwrap_err();
+        let e = objects("bad.json", "{\"kind\": }").unwrap_err();
         assert!(
             e.0.starts_with("bad.json: document 1: not valid JSON at line 1, column"),
             "{e}"
         );
-        let e = machinesets("cm.yaml", "apiVersion: v1\nkind: ConfigMap\n").unwrap_err();
+        let e = objects("cm.yaml", "apiVersion: v1\nkind: ConfigMap\n").unwrap_err();
         assert_eq!(
             e.0,
-            "cm.yaml: document 1: a v1 ConfigMap, not a MachineSet (the instance-type table goes in --configmap FILE)"
+            "cm.yaml: document 1: a v1 ConfigMap, not a MachineSet, MachineDeployment, AWSMachineTemplate or Namespace (the instance-type table goes in --configmap FILE)"
         );
-        let e = machinesets(
+        let e = objects("s.yaml", "apiVersion: v1\nkind: Secret\ndata: {a: b}\n").unwrap_err();
+        assert!(
+            e.0.ends_with("(preview reads no credentials: leave Secrets out)"),
+            "{e}"
+        );
+        let pod = "apiVersion: v1\nkind: Pod\n";
+        assert!(
+            objects("p.yaml", pod)
+                .unwrap_err()
+                .0
+                .contains("kubectl get machinedeployments")
+        );
+        let e = objects(
             "l.yaml",
             "kind: List\nitems:\n- kind: Pod\n  apiVersion: v1\n",
         )
@@ -294,7 +337,7 @@ mod tests {
             e.0.starts_with("l.yaml: document 1, items[0]: a v1 Pod, not a MachineSet"),
             "{e}"
         );
-        let e = machinesets("s.yaml", "just text\n").unwrap_err();
+        let e = objects("s.yaml", "just text\n").unwrap_err();
         assert!(e.0.contains("not an object"), "{e}");
         assert!(
             single("x", &format!("{MS}---\n{MS}"))
@@ -305,12 +348,36 @@ mod tests {
     }
 
     #[test]
+    fn cluster_api_objects_templates_and_namespaces() {
+        let text = "apiVersion: v1\nkind: List\nitems:\n\
+- {apiVersion: cluster.x-k8s.io/v1beta2, kind: MachineDeployment, metadata: {name: md}}\n\
+- {apiVersion: cluster.x-k8s.io/v1beta1, kind: MachineSet, metadata: {name: ms}}\n\
+- {apiVersion: infrastructure.cluster.x-k8s.io/v1beta2, kind: AWSMachineTemplate, metadata: {name: t}}\n\
+- {apiVersion: v1, kind: Namespace, metadata: {name: team-a}}\n";
+        let mut inputs = Inputs::default();
+        read_into("capi.yaml", text, false, &mut inputs).unwrap();
+        assert_eq!(
+            (
+                inputs.objects.len(),
+                inputs.templates.len(),
+                inputs.namespaces.len()
+            ),
+            (2, 1, 1)
+        );
+        assert_eq!(
+            inputs.objects[1].origin.to_string(),
+            "capi.yaml: document 1, items[1]"
+        );
+    }
+
+    #[test]
     fn trees_pass_over_other_objects() {
         let text =
             format!("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n---\n{MS}");
-        let (found, passed_over) = machinesets_in_tree("k.yaml", &text).unwrap();
-        assert_eq!((found.len(), passed_over), (1, 1));
-        assert!(machinesets("k.yaml", &text).is_err());
-        assert!(machinesets_in_tree("bad.yaml", "a: [").is_err());
+        let mut inputs = Inputs::default();
+        read_into("k.yaml", &text, true, &mut inputs).unwrap();
+        assert_eq!((inputs.objects.len(), inputs.passed_over), (1, 1));
+        assert!(objects("k.yaml", &text).is_err());
+        assert!(read_into("bad.yaml", "a: [", true, &mut inputs).is_err());
     }
 }

@@ -1,12 +1,14 @@
 //! capa-admin: the cluster admin's tool for capa-annotator.
 //!
-//! `preview` reads MachineSets from files or stdin and runs on each the policy's own decision —
-//! the code `policy.wasm` is built from, natively — as a CREATE at admission, with the built-in
-//! table or a table ConfigMap from a file. It needs no cluster access and no network.
+//! `preview` reads Machine API MachineSets and Cluster API MachineSets/MachineDeployments (with
+//! their AWSMachineTemplates) from files or stdin and runs on each the policy's own decision — the
+//! code `policy.wasm` is built from, natively — as a CREATE at admission, with the built-in table
+//! or a table ConfigMap from a file. It needs no cluster access and no network; the same code runs
+//! in the browser playground (`playground/`).
 //!
 //! - [`input`]: YAML/JSON documents and Lists, errors that name the file and the place;
-//! - [`source`]: the table ConfigMap the policy reads (`--configmap`);
-//! - [`preview`]: the decision per MachineSet and the summary counts;
+//! - [`source`]: what the policy reads: the table ConfigMap (`--configmap`), the templates;
+//! - [`preview`]: the decision per object and the summary counts;
 //! - [`render`]: text and JSON output.
 
 pub mod input;
@@ -15,9 +17,10 @@ pub mod render;
 pub mod source;
 
 use capa_annotator_policy::settings::Settings;
-use input::{InputError, MachineSetDoc};
+use capa_core::scope::{self, Scope};
+use input::InputError;
 use serde_json::Value;
-use source::TableSource;
+use source::{InputSource, TableSource};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,35 +66,61 @@ fn display_name(name: &str) -> &str {
 }
 
 /// The policy settings of `--settings`: the `settings` map of a ClusterAdmissionPolicy, or a
-/// whole ClusterAdmissionPolicy / AdmissionPolicy (its `spec.settings`).
-fn load_settings(
-    name: &str,
-    stdin: &mut dyn std::io::Read,
-) -> Result<(Value, Settings), InputError> {
-    let text = read(name, stdin)?;
-    let value = input::single(display_name(name), &text)?;
-    let value = match value.get("kind").and_then(Value::as_str) {
-        Some("ClusterAdmissionPolicy" | "AdmissionPolicy") => value
-            .pointer("/spec/settings")
-            .cloned()
-            .unwrap_or(Value::Null),
-        _ => value,
+/// whole ClusterAdmissionPolicy / AdmissionPolicy (its `spec.settings`; then its rules and
+/// selectors decide which objects it sees: the [`Scope`]).
+fn load_settings(name: &str, text: &str) -> Result<(Value, Settings, Option<Scope>), InputError> {
+    let value = input::single(name, text)?;
+    let (value, scope) = match value.get("kind").and_then(Value::as_str) {
+        Some(kind @ ("ClusterAdmissionPolicy" | "AdmissionPolicy")) => {
+            let mut spec = value.get("spec").cloned().unwrap_or(Value::Null);
+            if kind == "AdmissionPolicy" {
+                // a namespaced policy sees its own namespace only
+                let ns = value.pointer("/metadata/namespace").cloned();
+                spec["namespaceSelector"] = serde_json::json!({"matchExpressions": [{
+                    "key": scope::NAMESPACE_NAME_LABEL, "operator": "In", "values": [ns]}]});
+                spec["allowInsideAdmissionControllerNamespace"] = Value::Bool(true);
+            }
+            let scope = Scope::of_policy(&spec, scope::DEFAULT_DEPLOYMENTS_NAMESPACE);
+            (
+                spec.get("settings").cloned().unwrap_or(Value::Null),
+                Some(scope),
+            )
+        }
+        _ => (value, None),
     };
-    let settings = Settings::from_value(&value).map_err(|e| {
-        InputError(format!(
-            "{}: invalid policy settings: {e}",
-            display_name(name)
-        ))
-    })?;
-    Ok((value, settings))
+    let settings = Settings::from_value(&value)
+        .map_err(|e| InputError(format!("{name}: invalid policy settings: {e}")))?;
+    Ok((value, settings, scope))
 }
 
 /// What a run printed and how it ends.
 pub struct Outcome {
     pub stdout: String,
-    /// Notes for stderr (objects passed over in directories).
+    /// Notes for stderr: objects passed over in directories, what could not be decided.
     pub notes: Vec<String>,
     pub exit: u8,
+}
+
+/// One input's text, already read.
+#[derive(Debug, Clone, Copy)]
+pub struct Text<'a> {
+    /// Its name in messages and reports.
+    pub name: &'a str,
+    pub text: &'a str,
+    /// Found in a directory: objects of other kinds are passed over.
+    pub in_tree: bool,
+}
+
+/// A preview of texts already read (what the browser playground runs, and `run_preview` once it
+/// has read its files).
+#[derive(Debug, Clone, Default)]
+pub struct TextRequest<'a> {
+    pub inputs: Vec<Text<'a>>,
+    pub configmap: Option<Text<'a>>,
+    pub settings: Option<Text<'a>>,
+    pub format: Format,
+    pub patch: bool,
+    pub fail_on_change: bool,
 }
 
 /// Runs `preview`. Every input is read and checked before anything is printed: on an input
@@ -108,50 +137,100 @@ pub fn run_preview(
     if stdin_readers > 1 {
         return Err(InputError("stdin (-) can be read only once".to_string()));
     }
-    let (settings_json, settings) = match &opts.settings {
-        Some(f) => load_settings(f, stdin)?,
-        None => (Value::Object(Default::default()), Settings::default()),
-    };
-    let table = match &opts.configmap {
-        Some(f) => {
-            let text = read(f, stdin)?;
-            let cm = input::single(display_name(f), &text)?;
-            TableSource::from_configmap(display_name(f), &cm).map_err(InputError)?
-        }
-        None => TableSource::None,
-    };
-    let mut docs: Vec<MachineSetDoc> = Vec::new();
-    let mut notes = Vec::new();
-    for i in &opts.inputs {
-        let text = read(&i.path, stdin)?;
-        let name = display_name(&i.path);
-        if i.in_tree {
-            let (found, passed_over) = input::machinesets_in_tree(name, &text)?;
-            if passed_over > 0 {
-                notes.push(if passed_over == 1 {
-                    format!("{name}: passed over 1 object that is not a MachineSet")
-                } else {
-                    format!("{name}: passed over {passed_over} objects that are not MachineSets")
-                });
-            }
-            docs.extend(found);
-        } else {
-            docs.extend(input::machinesets(name, &text)?);
+    let mut read_one = |name: &str| read(name, stdin);
+    let settings = opts.settings.as_deref().map(&mut read_one).transpose()?;
+    let configmap = opts.configmap.as_deref().map(&mut read_one).transpose()?;
+    let texts = opts
+        .inputs
+        .iter()
+        .map(|i| read_one(&i.path))
+        .collect::<Result<Vec<_>, _>>()?;
+    fn text<'a>(name: &'a str, text: &'a str) -> Text<'a> {
+        Text {
+            name: display_name(name),
+            text,
+            in_tree: false,
         }
     }
-    let previews: Vec<preview::Preview> = docs
-        .iter()
-        .map(|d| preview::preview(d, &settings_json, &settings, &table))
-        .collect();
-    let summary = preview::Summary::of(&previews);
-    let info = render::TableInfo {
+    let request = TextRequest {
+        inputs: opts
+            .inputs
+            .iter()
+            .zip(&texts)
+            .map(|(i, t)| Text {
+                in_tree: i.in_tree,
+                ..text(&i.path, t)
+            })
+            .collect(),
         configmap: opts
             .configmap
             .as_deref()
-            .map(|f| display_name(f).to_string()),
+            .zip(configmap.as_deref())
+            .map(|(n, t)| text(n, t)),
+        settings: opts
+            .settings
+            .as_deref()
+            .zip(settings.as_deref())
+            .map(|(n, t)| text(n, t)),
+        format: opts.format,
+        patch: opts.patch,
+        fail_on_change: opts.fail_on_change,
     };
-    let stdout = match opts.format {
-        Format::Text => render::text(&previews, &summary, &info, opts.patch),
+    preview_texts(&request)
+}
+
+/// Runs `preview` on texts already read.
+pub fn preview_texts(req: &TextRequest<'_>) -> Result<Outcome, InputError> {
+    let (settings_json, settings, scope) = match &req.settings {
+        Some(t) => load_settings(t.name, t.text)?,
+        None => (Value::Object(Default::default()), Settings::default(), None),
+    };
+    let table = match &req.configmap {
+        Some(t) => {
+            let cm = input::single(t.name, t.text)?;
+            TableSource::from_configmap(t.name, &cm).map_err(InputError)?
+        }
+        None => TableSource::None,
+    };
+    let mut notes = Vec::new();
+    let mut inputs = input::Inputs::default();
+    for t in &req.inputs {
+        let before = inputs.passed_over;
+        input::read_into(t.name, t.text, t.in_tree, &mut inputs)?;
+        let passed_over = inputs.passed_over - before;
+        if passed_over == 1 {
+            notes.push(format!(
+                "{}: passed over 1 object that is not a MachineSet, MachineDeployment, AWSMachineTemplate or Namespace",
+                t.name
+            ));
+        } else if passed_over > 1 {
+            notes.push(format!(
+                "{}: passed over {passed_over} objects that are not MachineSets, MachineDeployments, AWSMachineTemplates or Namespaces",
+                t.name
+            ));
+        }
+    }
+    let src = InputSource {
+        table: &table,
+        templates: &inputs.templates,
+    };
+    let previews: Vec<preview::Preview> = inputs
+        .objects
+        .iter()
+        .map(|d| match &scope {
+            Some(scope) => match sent(scope, d, &inputs.namespaces, &mut notes) {
+                Ok(()) => preview::preview(d, &settings_json, &settings, &src),
+                Err(why) => preview::not_sent(d, why.to_string()),
+            },
+            None => preview::preview(d, &settings_json, &settings, &src),
+        })
+        .collect();
+    let summary = preview::Summary::of(&previews);
+    let info = render::TableInfo {
+        configmap: req.configmap.map(|t| t.name.to_string()),
+    };
+    let stdout = match req.format {
+        Format::Text => render::text(&previews, &summary, &info, req.patch),
         Format::Json => {
             let mut s = serde_json::to_string_pretty(&render::json(&previews, &summary, &info))
                 .unwrap_or_default();
@@ -159,7 +238,7 @@ pub fn run_preview(
             s
         }
     };
-    let exit = if opts.fail_on_change && summary.would_change > 0 {
+    let exit = if req.fail_on_change && summary.would_change > 0 {
         EXIT_CHANGES
     } else {
         EXIT_OK
@@ -169,4 +248,68 @@ pub fn run_preview(
         notes,
         exit,
     })
+}
+
+/// Whether the policy's ClusterAdmissionPolicy sends a CREATE of `doc` to the policy. The
+/// namespace's labels come from the Namespace objects among the inputs; a namespace that is not
+/// among them is judged by the label the API server puts on every Namespace (its name), with a
+/// note when the selector reads other labels.
+fn sent(
+    scope: &Scope,
+    doc: &input::ObjectDoc,
+    namespaces: &[Value],
+    notes: &mut Vec<String>,
+) -> Result<(), scope::NotSent> {
+    let (group, version, _, resource) = preview::group_version_kind(&doc.object);
+    let empty = serde_json::Map::new();
+    fn labels_of<'a>(
+        o: &'a Value,
+        p: &str,
+        empty: &'a serde_json::Map<String, Value>,
+    ) -> &'a serde_json::Map<String, Value> {
+        o.pointer(p).and_then(Value::as_object).unwrap_or(empty)
+    }
+    let write = scope::Write {
+        group,
+        version,
+        resource: &resource,
+        operation: "CREATE",
+        object_labels: labels_of(&doc.object, "/metadata/labels", &empty),
+    };
+    if !scope.rules_match(&write) {
+        return Err(scope::NotSent::Rules);
+    }
+    let namespace = doc
+        .object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str);
+    let Some(namespace) = namespace else {
+        let note = format!(
+            "{}: no metadata.namespace: the policy's namespaceSelector is not applied (it depends on the namespace the object is created in)",
+            doc.origin
+        );
+        notes.push(note);
+        return scope.sends(&write, None);
+    };
+    let ns_object = namespaces
+        .iter()
+        .find(|n| n.pointer("/metadata/name").and_then(Value::as_str) == Some(namespace));
+    let labels = match ns_object {
+        Some(n) => labels_of(n, "/metadata/labels", &empty),
+        None => {
+            let other_keys = scope
+                .namespace_label_keys()
+                .into_iter()
+                .any(|k| k != scope::NAMESPACE_NAME_LABEL);
+            let note = format!(
+                "namespace {namespace} is not among the inputs: the policy's namespaceSelector was decided with its {} label only (add `kubectl get namespace {namespace} -o yaml`)",
+                scope::NAMESPACE_NAME_LABEL
+            );
+            if other_keys && !notes.contains(&note) {
+                notes.push(note);
+            }
+            &empty
+        }
+    };
+    scope.sends(&write, Some((namespace, labels)))
 }

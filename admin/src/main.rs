@@ -19,16 +19,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show what the capa-annotator policy would do to MachineSets, before installing anything
+    /// Show what the capa-annotator policy would do to MachineSets and MachineDeployments, before
+    /// installing anything
     #[command(after_help = PREVIEW_EXAMPLES)]
     Preview(PreviewArgs),
 }
 
 const PREVIEW_EXAMPLES: &str = "\
-Each MachineSet goes through the policy's own decision (the code of policy.wasm, run natively) as a
-CREATE at admission. No cluster access, no network: it reads only the files you give.
+Each MachineSet (Machine API or Cluster API) and MachineDeployment goes through the policy's own
+decision (the code of policy.wasm, run natively) as a CREATE at admission; a Cluster API object's
+AWSMachineTemplate is read from the same inputs. No cluster access, no network: it reads only the
+files you give.
 
-Exit status: 0 done; 1 with --fail-on-change when any MachineSet would change; 2 an input, the
+Exit status: 0 done; 1 with --fail-on-change when any object would change; 2 an input, the
 settings or the ConfigMap cannot be read (the message names the file and the place; nothing else
 is printed).
 
@@ -36,7 +39,10 @@ Examples:
   # what admission would do to the MachineSets of your cluster (built-in table)
   kubectl get machinesets -n openshift-machine-api -o yaml | capa-admin preview -
 
-  # with the table the refresher wrote, and your policy's settings
+  # Cluster API: the objects and their templates
+  kubectl get machinedeployments,machinesets.cluster.x-k8s.io,awsmachinetemplates -A -o yaml | capa-admin preview -
+
+  # with the table the refresher wrote, and your policy (its settings, rules and namespaceSelector)
   kubectl get cm -n openshift-machine-api machineset-instance-types -o yaml > table.yaml
   capa-admin preview --configmap table.yaml --settings deploy/policy/clusteradmissionpolicy.yaml machinesets/*.yaml
 
@@ -48,10 +54,10 @@ Examples:
 
 #[derive(clap::Args)]
 struct PreviewArgs {
-    /// MachineSet files (YAML or JSON: one object, several documents, or a List such as
-    /// `kubectl get machinesets -A -o yaml` prints); `-` reads stdin; a directory means its
-    /// *.yaml, *.yml and *.json files, recursively, where objects other than MachineSets (a
-    /// kustomization.yaml, …) are passed over
+    /// Files of MachineSets, MachineDeployments, their AWSMachineTemplates and Namespaces (YAML or
+    /// JSON: one object, several documents, or a List such as `kubectl get machinesets -A -o yaml`
+    /// prints); `-` reads stdin; a directory means its *.yaml, *.yml and *.json files,
+    /// recursively, where objects of other kinds (a kustomization.yaml, …) are passed over
     #[arg(required = true, value_name = "FILE")]
     inputs: Vec<String>,
     /// The table ConfigMap (`kubectl get cm -n openshift-machine-api machineset-instance-types -o yaml`);
@@ -59,7 +65,7 @@ struct PreviewArgs {
     #[arg(long, value_name = "FILE")]
     configmap: Option<String>,
     /// Policy settings: the `settings` of the ClusterAdmissionPolicy (YAML/JSON), or the whole
-    /// ClusterAdmissionPolicy
+    /// ClusterAdmissionPolicy (then its rules and selectors decide which objects it sees)
     #[arg(long, value_name = "FILE")]
     settings: Option<String>,
     /// Output format
@@ -68,7 +74,7 @@ struct PreviewArgs {
     /// Also print the JSON patch the policy server would send (always in -o json)
     #[arg(long)]
     patch: bool,
-    /// Exit 1 when any MachineSet would change
+    /// Exit 1 when any object would change
     #[arg(long)]
     fail_on_change: bool,
 }

@@ -1,7 +1,8 @@
-//! `preview`: each MachineSet through the policy's own decision (`admission::admit`, the code of
-//! `policy.wasm`), as a CREATE at admission, and what it would change.
+//! `preview`: each object (a Machine API MachineSet, a Cluster API MachineSet or MachineDeployment)
+//! through the policy's own decision (`admission::admit`, the code of `policy.wasm`), as a CREATE
+//! at admission, and what it would change.
 
-use crate::input::{MachineSetDoc, Origin};
+use crate::input::{ObjectDoc, Origin};
 use capa_annotator_policy::admission::{self, Outcome, Problem};
 use capa_annotator_policy::lookup::Source;
 use capa_annotator_policy::settings::Settings;
@@ -12,9 +13,12 @@ use capa_core::annotations::{
 };
 use serde_json::{Value, json};
 
-/// What admission would do to one MachineSet.
+/// What admission would do to one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
+    /// The policy's ClusterAdmissionPolicy (given whole as `--settings`) does not send it to the
+    /// policy: its rules, objectSelector or namespaceSelector.
+    NotSent(String),
     WouldChange,
     AlreadyRight,
     /// Left alone without a warning (not AWS, deleting, …).
@@ -31,10 +35,12 @@ pub struct Change {
     pub after: Option<String>,
 }
 
-/// The preview of one MachineSet.
+/// The preview of one object.
 #[derive(Debug, Clone)]
 pub struct Preview {
     pub origin: Origin,
+    pub api_version: String,
+    pub kind: String,
     pub namespace: Option<String>,
     pub name: Option<String>,
     pub instance_type: Option<String>,
@@ -49,12 +55,27 @@ pub struct Preview {
     pub patch: Value,
 }
 
+/// The API group, version, kind and resource (plural) of an object to preview.
+pub fn group_version_kind(object: &Value) -> (&str, &str, &str, String) {
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    // MachineSet → machinesets, MachineDeployment → machinedeployments
+    (group, version, kind, format!("{}s", kind.to_lowercase()))
+}
+
 /// The `ValidationRequest` the policy server sends for a CREATE of `object`.
 pub fn request_payload(object: &Value, settings: &Value) -> Vec<u8> {
     let meta = |k: &str| object.pointer(&format!("/metadata/{k}")).cloned();
-    let gvk = json!({"group": "machine.openshift.io", "version": "v1beta1", "kind": "MachineSet"});
-    let gvr =
-        json!({"group": "machine.openshift.io", "version": "v1beta1", "resource": "machinesets"});
+    let (group, version, kind, resource) = group_version_kind(object);
+    let gvk = json!({"group": group, "version": version, "kind": kind});
+    let gvr = json!({"group": group, "version": version, "resource": resource});
     let payload = json!({
         "settings": settings,
         "request": {
@@ -74,14 +95,30 @@ pub fn request_payload(object: &Value, settings: &Value) -> Vec<u8> {
     serde_json::to_vec(&payload).unwrap_or_default()
 }
 
-/// The keys shown: the four we always own; the upstream cpu/memory keys when the setting writes
-/// them or they are there; the upstream GPU keys when there before or after.
-fn shown_keys(settings: &Settings, before: &Value, after: &Value) -> Vec<&'static str> {
+/// The keys shown: the four we always own on a Machine API MachineSet (on a Cluster API object:
+/// the cpu, memory and labels keys); the upstream cpu/memory keys when the setting writes them or
+/// they are there; the upstream GPU keys when there before or after.
+fn shown_keys(
+    settings: &Settings,
+    cluster_api: bool,
+    before: &Value,
+    after: &Value,
+) -> Vec<&'static str> {
     let present = |o: &Value, key: &str| {
         o.pointer("/metadata/annotations")
             .and_then(|a| a.get(key))
             .is_some()
     };
+    if cluster_api {
+        let mut keys = vec![UPSTREAM_CPU, UPSTREAM_MEMORY];
+        keys.extend(
+            [UPSTREAM_GPU_COUNT, UPSTREAM_GPU_TYPE]
+                .into_iter()
+                .filter(|k| present(before, k) || present(after, k)),
+        );
+        keys.push(LABELS);
+        return keys;
+    }
     let mut keys = vec![VCPU, MEMORY_MB, GPU, LABELS];
     for (key, when_set) in [
         (UPSTREAM_CPU, true),
@@ -116,14 +153,64 @@ fn problem_text(p: Problem) -> &'static str {
         Problem::InstanceTypeMalformed => "instanceType is malformed",
         Problem::UnknownInstanceType => "unknown instance type",
         Problem::InfrastructureRefUnreadable => "the infrastructureRef cannot be used",
-        Problem::TemplateUnreadable => "the AWSMachineTemplate gives no instance type",
+        Problem::TemplateUnreadable => {
+            "the AWSMachineTemplate cannot be read or gives no instance type"
+        }
     }
 }
 
-/// Runs the policy's decision on one MachineSet. `settings_json` is what the policy server would
+fn identity(doc: &ObjectDoc) -> (String, String, Option<String>, Option<String>) {
+    let text = |p: &str| {
+        doc.object
+            .pointer(p)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    (
+        text("/apiVersion").unwrap_or_default(),
+        text("/kind").unwrap_or_default(),
+        text("/metadata/namespace"),
+        text("/metadata/name"),
+    )
+}
+
+/// An object the policy's ClusterAdmissionPolicy would not send to the policy.
+pub fn not_sent(doc: &ObjectDoc, why: String) -> Preview {
+    let report = admission::Report::default();
+    preview_of(doc, Verdict::NotSent(why), Vec::new(), report, Vec::new())
+}
+
+/// The parts of a preview that come from the object and the decision's report.
+fn preview_of(
+    doc: &ObjectDoc,
+    verdict: Verdict,
+    changes: Vec<Change>,
+    report: admission::Report,
+    warnings: Vec<String>,
+) -> Preview {
+    let (api_version, kind, namespace, name) = identity(doc);
+    Preview {
+        origin: doc.origin.clone(),
+        api_version,
+        kind,
+        namespace,
+        name,
+        unknown_type: report.problem == Some(Problem::UnknownInstanceType),
+        instance_type: report.instance_type,
+        source: report.source,
+        verdict,
+        changes,
+        corrections: report.corrections,
+        missing_accelerator_label: report.missing_accelerator_label,
+        warnings,
+        patch: json!([]),
+    }
+}
+
+/// Runs the policy's decision on one object. `settings_json` is what the policy server would
 /// pass (already validated into `settings`).
 pub fn preview(
-    doc: &MachineSetDoc,
+    doc: &ObjectDoc,
     settings_json: &Value,
     settings: &Settings,
     src: &impl ResourceSource,
@@ -149,10 +236,11 @@ pub fn preview(
     } else {
         Verdict::AlreadyRight
     };
+    let cluster_api = capa_core::capi::is_scalable_resource(before);
     let changes = if report.skipped.is_some() {
         Vec::new()
     } else {
-        shown_keys(settings, before, after)
+        shown_keys(settings, cluster_api, before, after)
             .into_iter()
             .map(|key| Change {
                 key,
@@ -161,32 +249,17 @@ pub fn preview(
             })
             .collect()
     };
-    let meta = |k: &str| {
-        before
-            .pointer(&format!("/metadata/{k}"))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    Preview {
-        origin: doc.origin.clone(),
-        namespace: meta("namespace"),
-        name: meta("name"),
-        instance_type: report.instance_type,
-        source: report.source,
-        verdict,
-        changes,
-        corrections: report.corrections,
-        missing_accelerator_label: report.missing_accelerator_label,
-        unknown_type: report.problem == Some(Problem::UnknownInstanceType),
-        warnings,
-        patch,
-    }
+    let mut p = preview_of(doc, verdict, changes, report, warnings);
+    p.patch = patch;
+    p
 }
 
 /// The counts of a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
     pub read: usize,
+    /// Not sent to the policy by its ClusterAdmissionPolicy.
+    pub not_sent: usize,
     pub would_change: usize,
     pub already_right: usize,
     /// Reason → count, in order of first appearance.
@@ -194,10 +267,10 @@ pub struct Summary {
     pub not_annotated: usize,
     /// Unknown instance types, each once, in order of first appearance.
     pub unknown_types: Vec<String>,
-    pub unknown_type_machinesets: usize,
-    /// Existing capacity values that differ from the table, and on how many MachineSets.
+    pub unknown_type_objects: usize,
+    /// Existing capacity values that differ from the table, and on how many objects.
     pub wrong_values: usize,
-    pub wrong_value_machinesets: usize,
+    pub wrong_value_objects: usize,
     pub missing_accelerator_label: usize,
     pub warnings: usize,
 }
@@ -213,13 +286,14 @@ impl Summary {
                 Verdict::WouldChange => s.would_change += 1,
                 Verdict::AlreadyRight => s.already_right += 1,
                 Verdict::NotAnnotated(_) => s.not_annotated += 1,
+                Verdict::NotSent(_) => s.not_sent += 1,
                 Verdict::Skipped(why) => match s.skipped.iter_mut().find(|(r, _)| r == why) {
                     Some((_, n)) => *n += 1,
                     None => s.skipped.push((why.clone(), 1)),
                 },
             }
             if p.unknown_type {
-                s.unknown_type_machinesets += 1;
+                s.unknown_type_objects += 1;
                 if let Some(t) = &p.instance_type
                     && !s.unknown_types.contains(t)
                 {
@@ -228,7 +302,7 @@ impl Summary {
             }
             if !p.corrections.is_empty() {
                 s.wrong_values += p.corrections.len();
-                s.wrong_value_machinesets += 1;
+                s.wrong_value_objects += 1;
             }
             s.missing_accelerator_label += usize::from(p.missing_accelerator_label);
             s.warnings += p.warnings.len();

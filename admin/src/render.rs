@@ -1,4 +1,4 @@
-//! The output of `preview`: text for people, JSON (`-o json`) for scripts. Stable: MachineSets in
+//! The output of `preview`: text for people, JSON (`-o json`) for scripts. Stable: objects in
 //! input order, annotations in a fixed order.
 
 use crate::preview::{Preview, Summary, Verdict};
@@ -35,6 +35,7 @@ fn verdict_text(v: &Verdict) -> String {
         Verdict::AlreadyRight => "already right".to_string(),
         Verdict::Skipped(why) => format!("skipped: {why}"),
         Verdict::NotAnnotated(why) => format!("not annotated: {why}"),
+        Verdict::NotSent(why) => format!("not sent to the policy: {why}"),
     }
 }
 
@@ -44,15 +45,21 @@ fn verdict_key(v: &Verdict) -> &'static str {
         Verdict::AlreadyRight => "already-right",
         Verdict::Skipped(_) => "skipped",
         Verdict::NotAnnotated(_) => "not-annotated",
+        Verdict::NotSent(_) => "not-sent",
     }
 }
 
-/// `namespace/name` (or what there is of it).
+/// `namespace/name` (or what there is of it); a Cluster API object's kind and group first.
 pub fn object_name(p: &Preview) -> String {
-    match (&p.namespace, &p.name) {
+    let name = match (&p.namespace, &p.name) {
         (Some(ns), Some(n)) => format!("{ns}/{n}"),
         (None, Some(n)) => n.clone(),
         _ => format!("<unnamed> ({})", p.origin),
+    };
+    if p.api_version.starts_with(capa_core::capi::GROUP) {
+        format!("{} ({}) {name}", p.kind, capa_core::capi::GROUP)
+    } else {
+        name
     }
 }
 
@@ -128,7 +135,15 @@ pub fn text(previews: &[Preview], summary: &Summary, table: &TableInfo, patch: b
         };
         writeln!(out, "  {label:<30}{n:>4}{detail}").ok();
     };
-    row(&mut out, "MachineSets read", summary.read, String::new());
+    row(&mut out, "objects read", summary.read, String::new());
+    if summary.not_sent > 0 {
+        row(
+            &mut out,
+            "not sent to the policy",
+            summary.not_sent,
+            "(its rules or selectors)".to_string(),
+        );
+    }
     row(
         &mut out,
         "would change",
@@ -166,9 +181,9 @@ pub fn text(previews: &[Preview], summary: &Summary, table: &TableInfo, patch: b
     );
     let on = if summary.wrong_values > 0 {
         format!(
-            "on {} MachineSet{}",
-            summary.wrong_value_machinesets,
-            plural(summary.wrong_value_machinesets)
+            "on {} object{}",
+            summary.wrong_value_objects,
+            plural(summary.wrong_value_objects)
         )
     } else {
         String::new()
@@ -204,18 +219,22 @@ pub fn json(previews: &[Preview], summary: &Summary, table: &TableInfo) -> Value
     let items: Vec<Value> = previews
         .iter()
         .map(|p| {
-            let (skip, problem) = match &p.verdict {
-                Verdict::Skipped(why) => (Some(why.clone()), None),
-                Verdict::NotAnnotated(why) => (None, Some(why.clone())),
-                _ => (None, None),
+            let (skip, problem, not_sent) = match &p.verdict {
+                Verdict::Skipped(why) => (Some(why.clone()), None, None),
+                Verdict::NotAnnotated(why) => (None, Some(why.clone()), None),
+                Verdict::NotSent(why) => (None, None, Some(why.clone())),
+                _ => (None, None, None),
             };
             json!({
+                "apiVersion": p.api_version,
+                "kind": p.kind,
                 "namespace": p.namespace,
                 "name": p.name,
                 "input": p.origin.to_string(),
                 "instanceType": p.instance_type,
                 "result": verdict_key(&p.verdict),
                 "skipReason": skip,
+                "notSentReason": not_sent,
                 "problem": problem,
                 "source": p.source.map(source_key),
                 "annotations": p.changes.iter().map(|c| json!({
@@ -231,9 +250,10 @@ pub fn json(previews: &[Preview], summary: &Summary, table: &TableInfo) -> Value
         })
         .collect();
     json!({
-        "machineSets": items,
+        "objects": items,
         "summary": {
             "read": summary.read,
+            "notSent": summary.not_sent,
             "wouldChange": summary.would_change,
             "alreadyRight": summary.already_right,
             "skipped": summary.skipped_total(),
@@ -241,7 +261,7 @@ pub fn json(previews: &[Preview], summary: &Summary, table: &TableInfo) -> Value
             "notAnnotated": summary.not_annotated,
             "unknownInstanceTypes": summary.unknown_types,
             "wrongValues": summary.wrong_values,
-            "wrongValueMachineSets": summary.wrong_value_machinesets,
+            "wrongValueObjects": summary.wrong_value_objects,
             "missingAcceleratorLabel": summary.missing_accelerator_label,
             "warnings": summary.warnings,
         },

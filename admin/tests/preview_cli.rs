@@ -79,10 +79,10 @@ fn examples_text_with_patches() {
     golden("examples.txt", &r.stdout);
     // what the summary must tell an admin (docs/preview.md, "Output")
     for needle in [
-        "MachineSets read                 7",
+        "objects read                     7",
         "would change                     6",
         "skipped                          1  not AWS (GCPMachineProviderSpec): 1",
-        "wrong values found               1  on 1 MachineSet",
+        "wrong values found               1  on 1 object",
         "GPU without accelerator label    2",
         "\"32768\" → \"65536\"   <- wrong value",
         "warning: capa-annotator: corrected machine.openshift.io/memoryMb 32768 → 65536 (m6g.4xlarge)",
@@ -114,14 +114,14 @@ fn json_for_scripts() {
     assert_eq!(v["summary"]["read"], 7);
     assert_eq!(v["summary"]["wrongValues"], 1);
     // -o json keeps every warning, the built-in fallback ones included
-    let warnings: usize = v["machineSets"]
+    let warnings: usize = v["objects"]
         .as_array()
         .unwrap()
         .iter()
         .map(|m| m["warnings"].as_array().unwrap().len())
         .sum();
     assert_eq!(v["summary"]["warnings"], warnings);
-    assert!(v["machineSets"][0]["patch"].as_array().is_some());
+    assert!(v["objects"][0]["patch"].as_array().is_some());
 }
 
 #[test]
@@ -165,6 +165,132 @@ fn configmap_and_settings_files() {
     assert_eq!(r.status, 0, "{}", r.stderr);
 }
 
+/// Cluster API objects with their AWSMachineTemplates among the inputs (what `kubectl get
+/// machinedeployments,machinesets.cluster.x-k8s.io,awsmachinetemplates -A -o yaml` prints): the
+/// templates are found (at either version, a v1alpha4 ref included), a missing one is reported as
+/// the policy would, and only the Cluster API keys are shown.
+#[test]
+fn cluster_api_objects_and_their_templates() {
+    let r = capa_admin(&["preview", "--patch", "examples/cluster-api.yaml"], None);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    golden("cluster-api.txt", &r.stdout);
+    let r = capa_admin(
+        &["preview", "-o", "json", "examples/cluster-api.yaml"],
+        None,
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    golden("cluster-api.json", &r.stdout);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let results: Vec<(&str, &str)> = v["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["kind"].as_str().unwrap(), o["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("MachineDeployment", "would-change"),
+            ("MachineDeployment", "would-change"),
+            ("MachineSet", "would-change"),
+            ("MachineDeployment", "would-change"),
+            ("MachineDeployment", "not-annotated"),
+        ]
+    );
+    let missing = &v["objects"][4]["warnings"][0];
+    assert!(
+        missing
+            .as_str()
+            .unwrap()
+            .contains("team-b/team-b-md-0 was not found"),
+        "{missing}"
+    );
+    for o in v["objects"].as_array().unwrap() {
+        for a in o["annotations"].as_array().unwrap() {
+            let key = a["key"].as_str().unwrap();
+            assert!(
+                key.starts_with("capacity.cluster-autoscaler.kubernetes.io/"),
+                "{key}"
+            );
+        }
+    }
+}
+
+/// A whole ClusterAdmissionPolicy as --settings: its rules and namespaceSelector (as the
+/// Kubewarden controller renders it: matchLabels dropped) decide which objects it sees, with the
+/// namespaces' labels from Namespace objects among the inputs; a namespace that is not among them
+/// is said so.
+#[test]
+fn a_cluster_admission_policy_decides_what_the_policy_sees() {
+    let args = [
+        "preview",
+        "-o",
+        "json",
+        "--settings",
+        "admin/tests/data/team-policy.yaml",
+        "examples/cluster-api.yaml",
+        "admin/tests/data/team-namespaces.yaml",
+        "examples/machineset.yaml",
+    ];
+    let r = capa_admin(&args, None);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let results: Vec<(&str, &str, &str)> = v["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["name"].as_str().unwrap(),
+                o["result"].as_str().unwrap(),
+                o["notSentReason"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [
+            // default is labelled: sent (matchLabels, which it lacks, were dropped)
+            ("capa-demo-md-0", "would-change", ""),
+            // v1beta2 is sent converted to the v1beta1 the rule names (matchPolicy Equivalent)
+            ("k0s-aws-test-md", "would-change", ""),
+            (
+                "ci-ln-arm64-us-east-1a",
+                "not-sent",
+                "not in the policy's rules"
+            ),
+            ("capa-upgraded-md-0", "would-change", ""),
+            (
+                "team-b-md-0",
+                "not-sent",
+                "namespace team-b not selected by the policy's namespaceSelector"
+            ),
+            (
+                "demo-7xq2p-worker-eu-west-3a",
+                "not-sent",
+                "not in the policy's rules"
+            ),
+        ]
+    );
+    assert_eq!(v["summary"]["notSent"], 3);
+    assert!(r.stderr.is_empty(), "{}", r.stderr);
+    // without the Namespace objects, default is judged by its name only, and said so
+    let args: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.contains("namespaces"))
+        .copied()
+        .collect();
+    let r = capa_admin(&args, None);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("namespace default is not among the inputs: the policy's namespaceSelector was decided with its kubernetes.io/metadata.name label only (add `kubectl get namespace default -o yaml`)"),
+        "{}",
+        r.stderr
+    );
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["objects"][0]["result"], "not-sent");
+}
+
 #[test]
 fn fail_on_change() {
     let r = capa_admin(&["preview", "--fail-on-change", EXAMPLES[1]], None);
@@ -192,10 +318,10 @@ fn directories_pass_over_other_objects() {
     assert_eq!(r.status, 0, "{}", r.stderr);
     assert_eq!(
         r.stderr,
-        "capa-admin: admin/tests/data/tree/kustomization.yaml: passed over 1 object that is not a MachineSet\n"
+        "capa-admin: admin/tests/data/tree/kustomization.yaml: passed over 1 object that is not a MachineSet, MachineDeployment, AWSMachineTemplate or Namespace\n"
     );
     assert!(
-        r.stdout.contains("MachineSets read                 1"),
+        r.stdout.contains("objects read                     1"),
         "{}",
         r.stdout
     );
@@ -216,7 +342,7 @@ fn unusable_inputs() {
         ),
         (
             &["preview", "e2e-tests/fixtures/configmaps/table.json"],
-            "capa-admin: e2e-tests/fixtures/configmaps/table.json: document 1: a v1 ConfigMap, not a MachineSet (the instance-type table goes in --configmap FILE)",
+            "capa-admin: e2e-tests/fixtures/configmaps/table.json: document 1: a v1 ConfigMap, not a MachineSet, MachineDeployment, AWSMachineTemplate or Namespace (the instance-type table goes in --configmap FILE)",
         ),
         (
             &["preview", "admin/tests/data/tree/kustomization.yaml"],

@@ -9,7 +9,8 @@
 //! - [`provider_spec`] and [`machineset`]: reading a MachineSet and deciding whether it is ours;
 //! - [`annotations`]: the capacity annotations written on a node group;
 //! - [`builtin`]: the line format of the built-in snapshot compiled into the policy;
-//! - [`capi`]: Cluster API MachineSets/MachineDeployments and their AWSMachineTemplate reference.
+//! - [`capi`]: Cluster API MachineSets/MachineDeployments and their AWSMachineTemplate reference;
+//! - [`scope`]: which writes a ClusterAdmissionPolicy sends to the policy.
 //!
 //! No I/O, no Kubernetes client types: objects are handled as `serde_json::Value` so that no
 //! field unknown to us is ever lost.
@@ -22,6 +23,7 @@ pub mod ec2;
 pub mod json_path;
 pub mod machineset;
 pub mod provider_spec;
+pub mod scope;
 pub mod settings;
 pub mod table;
 

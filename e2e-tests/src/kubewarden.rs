@@ -146,28 +146,9 @@ pub fn mutating_webhook_configuration(
     }))
 }
 
-/// The webhook's namespaceSelector for a cluster-wide policy (`namespaceSelector`,
-/// internal/controller/policy_subreconciler_webhook.go:193-219): the controller's own namespace is
-/// excluded first, then the policy's `matchExpressions` are appended; the policy's `matchLabels`
-/// are not carried over. With `allowInsideAdmissionControllerNamespace` the policy's selector is
-/// used as it is.
-pub fn namespace_selector(spec: &Value, deployments_namespace: &str) -> Value {
-    if spec["allowInsideAdmissionControllerNamespace"] == true {
-        return spec["namespaceSelector"].clone();
-    }
-    let mut expressions = vec![
-        json!({"key": "kubernetes.io/metadata.name", "operator": "NotIn",
-        "values": [deployments_namespace]}),
-    ];
-    expressions.extend(
-        spec["namespaceSelector"]["matchExpressions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .cloned(),
-    );
-    json!({ "matchExpressions": expressions })
-}
+/// The webhook's namespaceSelector for a cluster-wide policy: [`capa_core::scope`] renders it as
+/// the controller does (internal/controller/policy_subreconciler_webhook.go:193-219).
+pub use capa_core::scope::webhook_namespace_selector as namespace_selector;
 
 /// A running `policy-server`, stopped on drop.
 pub struct PolicyServer {

@@ -7,7 +7,7 @@
 
 use capa_admin::input;
 use capa_admin::preview::request_payload;
-use capa_admin::source::TableSource;
+use capa_admin::source::{InputSource, TableSource};
 use capa_annotator_policy::admission;
 use capa_annotator_policy::host;
 use capa_annotator_policy::source::{Resource, ResourceSource};
@@ -40,6 +40,19 @@ struct TableHost(TableSource);
 
 impl HostCapabilities for TableHost {
     fn host_call(&self, b: &str, ns: &str, op: &str, payload: &[u8]) -> Result<Vec<u8>, String> {
+        TableHost::answer(&self.0, b, ns, op, payload)
+    }
+}
+
+impl TableHost {
+    /// A `get_resource` host call answered by `src`.
+    fn answer(
+        src: &dyn ResourceSource,
+        b: &str,
+        ns: &str,
+        op: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, String> {
         let CallbackRequest::KubernetesGetResource {
             api_version,
             kind,
@@ -51,7 +64,7 @@ impl HostCapabilities for TableHost {
         let mask = field_masks
             .and_then(|m| m.into_iter().next())
             .unwrap_or_default();
-        self.0.get(&Resource {
+        src.get(&Resource {
             api_version: &api_version,
             kind: &kind,
             namespace: &namespace.unwrap_or_default(),
@@ -144,6 +157,76 @@ fn hostile_payloads_byte_for_byte() {
     }
 }
 
+/// preview's sources (a table and the AWSMachineTemplates among the inputs) as the waPC host.
+struct InputsHost {
+    table: TableSource,
+    templates: Vec<Value>,
+}
+
+impl InputsHost {
+    fn source(&self) -> InputSource<'_> {
+        InputSource {
+            table: &self.table,
+            templates: &self.templates,
+        }
+    }
+}
+
+impl HostCapabilities for InputsHost {
+    fn host_call(&self, b: &str, ns: &str, op: &str, payload: &[u8]) -> Result<Vec<u8>, String> {
+        TableHost::answer(&self.source(), b, ns, op, payload)
+    }
+}
+
+/// preview's own requests for the Cluster API example and every real Cluster API object of
+/// `fixtures/capi-sources/` (templates found among the same inputs, or not), with the built-in
+/// table and the fixture ConfigMap, with default and upstream-key settings.
+#[test]
+fn preview_requests_of_cluster_api_objects_byte_for_byte() {
+    let cm: Value = serde_json::from_str(
+        &std::fs::read_to_string(paths::fixture("configmaps/table.json")).unwrap(),
+    )
+    .unwrap();
+    let mut inputs = input::Inputs::default();
+    let mut files = vec![paths::workspace().join("examples/cluster-api.yaml")];
+    let mut sources: Vec<_> = std::fs::read_dir(paths::fixture("capi-sources"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    sources.sort();
+    files.extend(sources);
+    for path in &files {
+        let text = std::fs::read_to_string(path).unwrap();
+        input::read_into(&path.display().to_string(), &text, true, &mut inputs).unwrap();
+    }
+    assert!(inputs.objects.len() >= 10, "{}", inputs.objects.len());
+    assert!(inputs.templates.len() >= 8, "{}", inputs.templates.len());
+    let mut n = 0;
+    let mut annotated = 0;
+    for table in [
+        TableSource::None,
+        TableSource::from_configmap("table.json", &cm).unwrap(),
+    ] {
+        let host = Arc::new(InputsHost {
+            table,
+            templates: inputs.templates.clone(),
+        });
+        for doc in &inputs.objects {
+            for settings in [json!({}), json!({"upstreamCapacityAnnotations": true})] {
+                let payload = request_payload(&doc.object, &settings);
+                let wasm = policy().call("validate", &payload, host.clone()).unwrap();
+                let outcome = admission::admit(&payload, &host.source());
+                annotated += usize::from(outcome.mutated.is_some());
+                assert_same(&doc.origin.to_string(), &wasm, &outcome.into_response());
+                n += 1;
+            }
+        }
+    }
+    assert!(n >= 40, "only {n} previews compared");
+    assert!(annotated >= 20, "only {annotated} of {n} annotated");
+}
+
 /// preview's own requests for the examples, with the built-in table only and with the fixture
 /// ConfigMap, with default and upstream-key settings.
 #[test]
@@ -164,7 +247,7 @@ fn preview_requests_of_the_examples_byte_for_byte() {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        for doc in input::machinesets(&path.display().to_string(), &text).unwrap() {
+        for doc in input::objects(&path.display().to_string(), &text).unwrap() {
             for settings in [json!({}), json!({"upstreamCapacityAnnotations": true})] {
                 let payload = request_payload(&doc.object, &settings);
                 for src in &sources {
