@@ -6,7 +6,7 @@ WASM_DIR := $(TARGET_DIR)/$(WASM_TARGET)/policy
 CARGO ?= cargo
 KWCTL ?= kwctl
 
-.PHONY: check-artifacthub e2e-cluster heal-bench kubectl image deploy-render all setup test-servers policy.wasm bench-policies test unit e2e lint fmt capa-admin demo bench fuzz soak kwctl-bench snapshot e2e-kwctl clean
+.PHONY: playground playground-build e2e-browser check-artifacthub e2e-cluster heal-bench kubectl image deploy-render all setup test-servers policy.wasm bench-policies test unit e2e lint fmt capa-admin demo bench fuzz soak kwctl-bench snapshot e2e-kwctl clean
 
 all: policy.wasm
 
@@ -61,6 +61,40 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+## playground-build: the browser playground (playground/: capa-admin preview compiled with wasm-bindgen
+## for wasm32-unknown-unknown, and a static page) into $(PLAYGROUND_DIR), a folder publishable as-is;
+## installs wasm-bindgen-cli $(WASM_BINDGEN_VERSION) into $(WASM_BINDGEN_ROOT) (.tools/) when it is missing
+WASM_BINDGEN_VERSION := 0.2.130
+WASM_BINDGEN_ROOT ?= $(TOOLS)
+WASM_BINDGEN = $$(command -v wasm-bindgen >/dev/null && wasm-bindgen --version | grep -qx 'wasm-bindgen $(WASM_BINDGEN_VERSION)' && echo wasm-bindgen || echo $(WASM_BINDGEN_ROOT)/bin/wasm-bindgen)
+PLAYGROUND_DIR := $(TARGET_DIR)/playground-site
+PLAYGROUND_WASM := $(TARGET_DIR)/wasm32-unknown-unknown/playground/capa_playground.wasm
+PORT ?= 8000
+playground-build:
+	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+	@$(WASM_BINDGEN) --version 2>/dev/null | grep -qx 'wasm-bindgen $(WASM_BINDGEN_VERSION)' || \
+	  $(CARGO) install --quiet wasm-bindgen-cli --version =$(WASM_BINDGEN_VERSION) --root $(WASM_BINDGEN_ROOT)
+	$(CARGO) rustc --profile playground --target wasm32-unknown-unknown -p capa-playground --crate-type cdylib
+	rm -rf $(PLAYGROUND_DIR) && mkdir -p $(PLAYGROUND_DIR)
+	cp playground/www/* $(PLAYGROUND_DIR)/
+	$(WASM_BINDGEN) --target web --no-typescript --remove-name-section --remove-producers-section \
+	  --out-dir $(PLAYGROUND_DIR)/pkg $(PLAYGROUND_WASM)
+	@cd $(PLAYGROUND_DIR) && for f in $$(find . -type f | sort); do \
+	  printf '%-32s %8d bytes, gzip -9 %8d\n' "$$f" "$$(stat -c %s $$f)" "$$(gzip -9c $$f | wc -c)"; done
+	@echo "total gzip -9: $$(cd $(PLAYGROUND_DIR) && find . -type f -exec sh -c 'gzip -9c "$$1" | wc -c' _ {} \; | awk '{s+=$$1} END {print s}') bytes"
+
+## playground: build the playground and serve it on http://127.0.0.1:$(PORT)/ (a plain static server)
+playground: playground-build
+	@echo "serving $(PLAYGROUND_DIR) on http://127.0.0.1:$(PORT)/ (Ctrl-C stops it)"
+	python3 -m http.server --bind 127.0.0.1 --directory $(PLAYGROUND_DIR) $(PORT)
+
+## e2e-browser: the playground in headless Chromium (Debian's chromium and chromium-driver) against
+## capa-admin preview: the examples, real Cluster API objects, bad input, no network call; prints the
+## transfer sizes and the time to the first result (CAPA_BLESS=1 also writes docs/playground.png)
+e2e-browser: playground-build
+	$(CARGO) build -p capa-admin
+	CAPA_PLAYGROUND_DIR=$(PLAYGROUND_DIR) $(CARGO) test -p e2e-tests --features browser --test browser -- --nocapture
 
 CAPA_ADMIN := $(TARGET_DIR)/release/capa-admin
 EXAMPLES := examples/machineset.yaml examples/wrong-values.yaml examples/cluster-machinesets.yaml examples/cluster-api.yaml

@@ -28,6 +28,8 @@ pub enum Format {
     #[default]
     Text,
     Json,
+    /// The objects as admission would store them.
+    Yaml,
 }
 
 /// What `preview` was asked to do.
@@ -210,6 +212,19 @@ pub fn preview_texts(req: &TextRequest<'_>) -> Result<Outcome, InputError> {
             ));
         }
     }
+    // the API server gives every namespaced object the namespace of its request: a manifest
+    // without one (kustomize or `kubectl -n` usually adds it) is created in kubectl's default
+    for d in &mut inputs.objects {
+        if default_namespace(&mut d.object) {
+            notes.push(format!(
+                "{}: no metadata.namespace: previewed as created in namespace {DEFAULT_NAMESPACE}",
+                d.origin
+            ));
+        }
+    }
+    for t in &mut inputs.templates {
+        default_namespace(t);
+    }
     let src = InputSource {
         table: &table,
         templates: &inputs.templates,
@@ -237,6 +252,7 @@ pub fn preview_texts(req: &TextRequest<'_>) -> Result<Outcome, InputError> {
             s.push('\n');
             s
         }
+        Format::Yaml => render::yaml(&previews),
     };
     let exit = if req.fail_on_change && summary.would_change > 0 {
         EXIT_CHANGES
@@ -248,6 +264,26 @@ pub fn preview_texts(req: &TextRequest<'_>) -> Result<Outcome, InputError> {
         notes,
         exit,
     })
+}
+
+/// The namespace `kubectl` creates an object in when neither the object nor the command names one.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Sets `metadata.namespace` to [`DEFAULT_NAMESPACE`] when it is missing; whether it did.
+fn default_namespace(object: &mut Value) -> bool {
+    let Some(meta) = object.as_object_mut().map(|o| {
+        o.entry("metadata")
+            .or_insert_with(|| Value::Object(Default::default()))
+    }) else {
+        return false;
+    };
+    match meta.as_object_mut() {
+        Some(m) if m.get("namespace").is_none_or(Value::is_null) => {
+            m.insert("namespace".into(), Value::from(DEFAULT_NAMESPACE));
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Whether the policy's ClusterAdmissionPolicy sends a CREATE of `doc` to the policy. The
@@ -284,11 +320,7 @@ fn sent(
         .pointer("/metadata/namespace")
         .and_then(Value::as_str);
     let Some(namespace) = namespace else {
-        let note = format!(
-            "{}: no metadata.namespace: the policy's namespaceSelector is not applied (it depends on the namespace the object is created in)",
-            doc.origin
-        );
-        notes.push(note);
+        // not a string: the policy's own decision says what is wrong with it
         return scope.sends(&write, None);
     };
     let ns_object = namespaces
@@ -312,4 +344,32 @@ fn sent(
         }
     };
     scope.sends(&write, Some((namespace, labels)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_missing_namespace_is_kubectls_default() {
+        for (mut object, changed, namespace) in [
+            (json!({"kind": "MachineDeployment"}), true, json!("default")),
+            (
+                json!({"metadata": {"namespace": null}}),
+                true,
+                json!("default"),
+            ),
+            (
+                json!({"metadata": {"namespace": "team-a"}}),
+                false,
+                json!("team-a"),
+            ),
+        ] {
+            assert_eq!(default_namespace(&mut object), changed);
+            assert_eq!(object["metadata"]["namespace"], namespace);
+        }
+        assert!(!default_namespace(&mut json!("text")));
+    }
 }

@@ -50,7 +50,10 @@ Examples:
   capa-admin preview --fail-on-change --patch clusters/prod/machinesets/
 
   # for scripts
-  capa-admin preview -o json machinesets.yaml | jq '.summary'";
+  capa-admin preview -o json machinesets.yaml | jq '.summary'
+
+  # the objects as admission would store them: what to commit to git
+  capa-admin preview -o yaml machinesets.yaml > machinesets.annotated.yaml";
 
 #[derive(clap::Args)]
 struct PreviewArgs {
@@ -83,6 +86,8 @@ struct PreviewArgs {
 enum OutputFormat {
     Text,
     Json,
+    /// the objects as admission would store them (patched)
+    Yaml,
 }
 
 fn main() -> ExitCode {
@@ -102,6 +107,7 @@ fn main() -> ExitCode {
         format: match args.output {
             OutputFormat::Text => Format::Text,
             OutputFormat::Json => Format::Json,
+            OutputFormat::Yaml => Format::Yaml,
         },
         patch: args.patch,
         fail_on_change: args.fail_on_change,

@@ -53,6 +53,8 @@ pub struct Preview {
     pub warnings: Vec<String>,
     /// The RFC 6902 patch the policy server would send (empty: none).
     pub patch: Value,
+    /// The object as admission would store it (patched, or as it was).
+    pub after: Value,
 }
 
 /// The API group, version, kind and resource (plural) of an object to preview.
@@ -204,6 +206,7 @@ fn preview_of(
         missing_accelerator_label: report.missing_accelerator_label,
         warnings,
         patch: json!([]),
+        after: doc.object.clone(),
     }
 }
 
@@ -251,6 +254,9 @@ pub fn preview(
     };
     let mut p = preview_of(doc, verdict, changes, report, warnings);
     p.patch = patch;
+    if let Some(m) = mutated {
+        p.after = m;
+    }
     p
 }
 

@@ -214,6 +214,17 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
+/// The objects as admission would store them (`-o yaml`): what to commit to git, or to apply.
+pub fn yaml(previews: &[Preview]) -> String {
+    let mut out = String::new();
+    for p in previews {
+        out.push_str("---\n");
+        // a Value tree always serialises
+        out.push_str(&serde_yaml::to_string(&p.after).unwrap_or_default());
+    }
+    out
+}
+
 /// The JSON report.
 pub fn json(previews: &[Preview], summary: &Summary, table: &TableInfo) -> Value {
     let items: Vec<Value> = previews

@@ -96,9 +96,9 @@ impl ResourceSource for TableSource {
         }
         let (namespace, name) = (r.namespace, r.name);
         match self {
-            TableSource::None => {
-                Err("none given to capa-admin preview: use --configmap FILE".to_string())
-            }
+            TableSource::None => Err(
+                "none given to the preview: give the table ConfigMap, --configmap FILE".to_string(),
+            ),
             TableSource::File {
                 name: file_name,
                 namespace: file_namespace,

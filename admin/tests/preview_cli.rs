@@ -291,6 +291,42 @@ fn a_cluster_admission_policy_decides_what_the_policy_sees() {
     assert_eq!(v["objects"][0]["result"], "not-sent");
 }
 
+/// `-o yaml`: every object as admission would store it, which is the input with the patch of
+/// `-o json` applied.
+#[test]
+fn yaml_is_the_input_with_the_patch_applied() {
+    let files = with(&[], &EXAMPLES);
+    let files: Vec<&str> = files
+        .into_iter()
+        .chain(["examples/cluster-api.yaml"])
+        .collect();
+    let yaml = capa_admin(&with(&["preview", "-o", "yaml"], &files), None);
+    let json = capa_admin(&with(&["preview", "-o", "json"], &files), None);
+    assert_eq!((yaml.status, json.status), (0, 0), "{}", yaml.stderr);
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let mut inputs = capa_admin::input::Inputs::default();
+    for f in &files {
+        let text = std::fs::read_to_string(workspace().join(f)).unwrap();
+        capa_admin::input::read_into(f, &text, false, &mut inputs).unwrap();
+    }
+    let stored = capa_admin::input::documents("-o yaml", &yaml.stdout).unwrap();
+    assert_eq!(stored.len(), inputs.objects.len());
+    let mut changed = 0;
+    for ((doc, after), item) in inputs
+        .objects
+        .iter()
+        .zip(&stored)
+        .zip(report["objects"].as_array().unwrap())
+    {
+        let patch: json_patch::Patch = serde_json::from_value(item["patch"].clone()).unwrap();
+        let mut want = doc.object.clone();
+        json_patch::patch(&mut want, &patch).unwrap();
+        assert_eq!(*after, want, "{}", doc.origin);
+        changed += usize::from(*after != doc.object);
+    }
+    assert!(changed >= 8, "only {changed} changed");
+}
+
 #[test]
 fn fail_on_change() {
     let r = capa_admin(&["preview", "--fail-on-change", EXAMPLES[1]], None);

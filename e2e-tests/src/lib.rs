@@ -5,9 +5,11 @@
 //! - [`capabilities`]: answers the policy's host calls (kwctl replay sessions, "no cluster");
 //! - [`evaluation`]: builds the `ValidationRequest`, reads the `ValidationResponse` and computes the
 //!   JSON patch like the server (`json-patch` diff);
-//! - [`paths`]: where fixtures and the built module are.
+//! - [`paths`]: where fixtures and the built module are;
+//! - [`browser`]: headless Chromium over WebDriver and a recording static server (the playground).
 
 pub mod autoscaler;
+pub mod browser;
 pub mod capabilities;
 pub mod cases;
 pub mod cluster_host;

@@ -1,7 +1,7 @@
 //! Locations of fixtures and built modules (the workspace, the refresher binary and scratch
 //! directories are [`capa_test_servers::paths`]'s).
 
-pub use capa_test_servers::paths::{refresher_bin, scratch_dir, workspace};
+pub use capa_test_servers::paths::{refresher_bin, scratch_dir, workspace, workspace_bin};
 use std::path::PathBuf;
 
 /// `e2e-tests/fixtures/<rel>`.

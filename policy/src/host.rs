@@ -1,6 +1,9 @@
 //! The real ConfigMap source: Kubewarden's `kubernetes/get_resource` host capability.
 
-use crate::source::{Resource, ResourceSource};
+use crate::source::Resource;
+#[cfg(feature = "wapc")]
+use crate::source::ResourceSource;
+#[cfg(feature = "wapc")]
 use kubewarden_policy_sdk::wapc_guest;
 use serde::Serialize;
 
@@ -17,8 +20,10 @@ struct GetResource<'a> {
 }
 
 /// Asks the policy server for an object, pruned to one field mask.
+#[cfg(feature = "wapc")]
 pub struct WapcHost;
 
+#[cfg(feature = "wapc")]
 impl ResourceSource for WapcHost {
     fn get(&self, resource: &Resource<'_>) -> Result<Vec<u8>, String> {
         let answer = get_resource(resource, |msg| {

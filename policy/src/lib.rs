@@ -2,7 +2,8 @@
 //!
 //! Built as `policy.wasm` (cdylib) for the policy server, and as a Rust library so the same
 //! decision runs natively in `capa-admin preview` (see `e2e-tests/tests/preview.rs`, which proves
-//! the two give byte-identical answers).
+//! the two give byte-identical answers) and in the browser playground. The waPC entry points and
+//! host calls are the `wapc` feature (on by default); the library users build without it.
 
 pub mod admission;
 pub mod builtin;
@@ -14,9 +15,12 @@ pub mod source;
 pub mod template;
 mod warnings;
 
+#[cfg(feature = "wapc")]
 use kubewarden_policy_sdk::settings::SettingsValidationResponse;
+#[cfg(feature = "wapc")]
 use kubewarden_policy_sdk::wapc_guest as guest;
 
+#[cfg(feature = "wapc")]
 #[unsafe(no_mangle)]
 pub extern "C" fn wapc_init() {
     guest::register_function("validate", validate);
@@ -28,11 +32,13 @@ pub extern "C" fn wapc_init() {
 }
 
 /// Never returns `Err`: the policy server would turn it into a rejection of the MachineSet.
+#[cfg(feature = "wapc")]
 fn validate(payload: &[u8]) -> guest::CallResult {
     Ok(admission::admit(payload, &host::WapcHost).into_response())
 }
 
 /// Answers `{valid, message}`; malformed settings are invalid settings, not a host error.
+#[cfg(feature = "wapc")]
 fn validate_settings(payload: &[u8]) -> guest::CallResult {
     let response = match settings::Settings::from_json(payload) {
         Ok(_) => SettingsValidationResponse {

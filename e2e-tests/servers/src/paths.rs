@@ -11,19 +11,24 @@ pub fn workspace() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// The refresher binary: `$CAPA_REFRESHER_BIN`, else `capa-refresher` of the running binary's
-/// profile directory (`target/debug/deps/<test>` or `target/debug/<bin>` → `target/debug/capa-refresher`).
+/// The refresher binary: `$CAPA_REFRESHER_BIN`, else [`workspace_bin`]`("capa-refresher")`.
 pub fn refresher_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("CAPA_REFRESHER_BIN") {
         return PathBuf::from(p);
     }
+    workspace_bin("capa-refresher")
+}
+
+/// A binary of the workspace in the running binary's profile directory (`target/debug/deps/<test>`
+/// or `target/debug/<bin>` → `target/debug/<name>`), else `name` on the PATH.
+pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
     exe.ancestors()
         .skip(1)
         .take(2)
-        .map(|dir| dir.join("capa-refresher"))
+        .map(|dir| dir.join(name))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from("capa-refresher"))
+        .unwrap_or_else(|| PathBuf::from(name))
 }
 
 /// A fresh, empty directory under the system temp dir.
