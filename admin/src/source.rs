@@ -96,9 +96,7 @@ impl ResourceSource for TableSource {
         }
         let (namespace, name) = (r.namespace, r.name);
         match self {
-            TableSource::None => Err(
-                "none given to the preview: give the table ConfigMap, --configmap FILE".to_string(),
-            ),
+            TableSource::None => Err("not given to the preview: --configmap FILE".to_string()),
             TableSource::File {
                 name: file_name,
                 namespace: file_namespace,
