@@ -296,7 +296,7 @@ fn sent(
     namespaces: &[Value],
     notes: &mut Vec<String>,
 ) -> Result<(), scope::NotSent> {
-    let (group, version, _, resource) = preview::group_version_kind(&doc.object);
+    let (group, version, _, resource) = scope::resource_of(&doc.object);
     let empty = serde_json::Map::new();
     fn labels_of<'a>(
         o: &'a Value,

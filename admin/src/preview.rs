@@ -57,25 +57,10 @@ pub struct Preview {
     pub after: Value,
 }
 
-/// The API group, version, kind and resource (plural) of an object to preview.
-pub fn group_version_kind(object: &Value) -> (&str, &str, &str, String) {
-    let api_version = object
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let kind = object
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    // MachineSet → machinesets, MachineDeployment → machinedeployments
-    (group, version, kind, format!("{}s", kind.to_lowercase()))
-}
-
 /// The `ValidationRequest` the policy server sends for a CREATE of `object`.
 pub fn request_payload(object: &Value, settings: &Value) -> Vec<u8> {
     let meta = |k: &str| object.pointer(&format!("/metadata/{k}")).cloned();
-    let (group, version, kind, resource) = group_version_kind(object);
+    let (group, version, kind, resource) = capa_core::scope::resource_of(object);
     let gvk = json!({"group": group, "version": version, "kind": kind});
     let gvr = json!({"group": group, "version": version, "resource": resource});
     let payload = json!({

@@ -38,6 +38,25 @@ pub fn webhook_namespace_selector(spec: &Value, deployments_namespace: &str) -> 
     json!({ "matchExpressions": expressions })
 }
 
+/// The terms of a label selector on the namespace-name label only.
+fn name_terms(selector: &Value) -> Value {
+    let labels: Map<String, Value> = selector["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| *k == NAMESPACE_NAME_LABEL)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let expressions: Vec<Value> = selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["key"] == NAMESPACE_NAME_LABEL)
+        .cloned()
+        .collect();
+    json!({"matchLabels": labels, "matchExpressions": expressions})
+}
+
 /// One write, as the API server matches it against webhooks.
 #[derive(Debug, Clone, Copy)]
 pub struct Write<'a> {
@@ -48,6 +67,21 @@ pub struct Write<'a> {
     pub operation: &'a str,
     /// `metadata.labels` of the object.
     pub object_labels: &'a Map<String, Value>,
+}
+
+/// The API group, version, kind and resource (the plural: `machinesets`, `machinedeployments`)
+/// of an object of the kinds this project handles.
+pub fn resource_of(object: &Value) -> (&str, &str, &str, String) {
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    (group, version, kind, format!("{}s", kind.to_lowercase()))
 }
 
 /// Why a write does not reach the policy.
@@ -75,7 +109,7 @@ impl std::fmt::Display for NotSent {
 }
 
 /// What a ClusterAdmissionPolicy sends to the policy.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Scope {
     rules: Vec<Value>,
     exact: bool,
@@ -152,6 +186,35 @@ impl Scope {
                 && version_ok
                 && resource_matches(rule)
         })
+    }
+
+    /// Whether the API server may send `operation` of `object` to the policy, when the labels of
+    /// its namespace are not known: the namespaceSelector's terms on the label every Namespace
+    /// carries (its name) are judged, its terms on other labels are taken as met. `false` only
+    /// when it is certain the policy does not see the write.
+    pub fn may_send(&self, object: &Value, operation: &str) -> bool {
+        let (group, version, _, resource) = resource_of(object);
+        let empty = Map::new();
+        let write = Write {
+            group,
+            version,
+            resource: &resource,
+            operation,
+            object_labels: object
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .unwrap_or(&empty),
+        };
+        let by_name = Scope {
+            namespace_selector: name_terms(&self.namespace_selector),
+            ..self.clone()
+        };
+        let namespace = object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str);
+        by_name
+            .sends(&write, namespace.map(|n| (n, &empty)))
+            .is_ok()
     }
 
     /// Whether the API server sends `w` to the policy, its namespace carrying `namespace_labels`
@@ -267,6 +330,37 @@ mod tests {
             ..ms
         };
         assert!(!scope.rules_match(&delete));
+    }
+
+    #[test]
+    fn what_the_refresher_may_resubmit_without_namespace_labels() {
+        let scope = Scope::of_policy(&deploy_spec(), "kubewarden");
+        let ms = |ns: &str| {
+            json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineSet",
+                   "metadata": {"namespace": ns, "name": "w"}})
+        };
+        assert!(scope.may_send(&ms("openshift-machine-api"), "UPDATE"));
+        assert!(!scope.may_send(&ms("team-a"), "UPDATE"));
+        assert!(!scope.may_send(&ms("openshift-machine-api"), "DELETE"));
+        let md = json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "MachineDeployment",
+                        "metadata": {"namespace": "openshift-machine-api", "name": "md"}});
+        assert!(scope.may_send(&md, "UPDATE"));
+        assert_eq!(
+            resource_of(&md),
+            (
+                "cluster.x-k8s.io",
+                "v1beta2",
+                "MachineDeployment",
+                "machinedeployments".into()
+            )
+        );
+        // a term on another label: the namespace may be selected, so the write may be sent
+        let labelled = json!({"rules": deploy_spec()["rules"], "namespaceSelector": {
+            "matchExpressions": [{"key": "team", "operator": "In", "values": ["infra"]}]}});
+        let scope = Scope::of_policy(&labelled, "kubewarden");
+        assert!(scope.may_send(&ms("team-a"), "UPDATE"));
+        // but never in the controller's own namespace, whatever its labels
+        assert!(!scope.may_send(&ms("kubewarden"), "UPDATE"));
     }
 
     #[test]

@@ -556,22 +556,7 @@ fn readmission_is_retried_when_the_policy_answered_from_an_older_table() {
                     ..Default::default()
                 });
             }
-            let mut annotated = review.object.clone();
-            for (k, v) in [
-                ("machine.openshift.io/vCPU", "2"),
-                ("machine.openshift.io/memoryMb", "8192"),
-                ("machine.openshift.io/GPU", "0"),
-                (
-                    "capacity.cluster-autoscaler.kubernetes.io/labels",
-                    "kubernetes.io/arch=amd64",
-                ),
-            ] {
-                annotated["metadata"]["annotations"][k] = json!(v);
-            }
-            Some(AdmissionResult {
-                patch: Some(json_patch::diff(&review.object, &annotated)),
-                ..Default::default()
-            })
+            Some(annotated_as_m5_large(&review.object))
         }),
     );
     let out = c.once(&["--readmit-retry-after", "1s"]);
@@ -621,6 +606,66 @@ fn readmission_is_retried_when_the_policy_answered_from_an_older_table() {
             .contains("re-admitted twice, but its annotations still do not match the table"),
         "the log says the second try failed too"
     );
+}
+
+/// What the policy answers for an m5.large MachineSet: its four annotations.
+fn annotated_as_m5_large(object: &Value) -> e2e_tests::fake_kube::AdmissionResult {
+    let mut annotated = object.clone();
+    for (k, v) in [
+        ("machine.openshift.io/vCPU", "2"),
+        ("machine.openshift.io/memoryMb", "8192"),
+        ("machine.openshift.io/GPU", "0"),
+        (
+            "capacity.cluster-autoscaler.kubernetes.io/labels",
+            "kubernetes.io/arch=amd64",
+        ),
+    ] {
+        annotated["metadata"]["annotations"][k] = json!(v);
+    }
+    e2e_tests::fake_kube::AdmissionResult {
+        patch: Some(json_patch::diff(object, &annotated)),
+        ..Default::default()
+    }
+}
+
+/// A leader heals from the stored table at once, without waiting for its first refresh: here the
+/// first refresh is held by a slow EC2 answer (30 s) while a MachineSet stored without annotations
+/// (admission bypassed) is re-submitted within seconds and annotated by the policy.
+#[test]
+fn a_leader_heals_from_the_stored_table_before_its_first_refresh_ends() {
+    use std::sync::Arc;
+    let c = Cluster::new();
+    c.secret("aws-creds", "AKIAE2E", "s");
+    c.machineset("w1", "eu-west-3", "m5.large", "aws-creds");
+    assert!(c.once(&[]).status.success(), "the table is stored");
+    let first_pages = c.ec2.statuses("DescribeInstanceTypes").unwrap().len();
+    // the policy: annotates m5.large
+    c.kube.set_admission(
+        "machine.openshift.io/v1beta1",
+        "MachineSet",
+        Arc::new(|review| Some(annotated_as_m5_large(&review.object))),
+    );
+    c.ec2
+        .fault(json!([{"action": "DescribeInstanceTypes", "delay_ms": 30000, "count": 1}]))
+        .unwrap();
+    // stored while the policy server was down: no annotations
+    c.machineset("w2", "eu-west-3", "m5.large", "aws-creds");
+    let started = std::time::Instant::now();
+    let _service = c.spawn(&[]);
+    let annotated = wait_for(Duration::from_secs(20), || {
+        let ms = c
+            .kube
+            .get("machine.openshift.io/v1beta1", "MachineSet", Some(NS), "w2")?;
+        (ms["metadata"]["annotations"]["machine.openshift.io/vCPU"] == "2").then_some(())
+    });
+    assert!(annotated.is_some(), "w2 was not healed within 20 s");
+    let healed_after = started.elapsed();
+    let pages = c.ec2.statuses("DescribeInstanceTypes").unwrap().len();
+    assert!(
+        pages == first_pages + 1 && healed_after < Duration::from_secs(30),
+        "healed after {healed_after:?}: the first refresh's held page (30 s) must be the only EC2 call since ({pages} calls, {first_pages} before)"
+    );
+    eprintln!("healed {healed_after:?} after the start, the first refresh still waiting on EC2");
 }
 
 /// `--once --dry-run --output snapshot` with a cluster's MachineSets and Secrets prints the same

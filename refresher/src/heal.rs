@@ -20,9 +20,9 @@
 
 use crate::node_groups::{Census, Subject};
 use crate::plan::ObjectRef;
-use crate::readmit::{Decision, Judge};
+use crate::policy_settings::Policy;
+use crate::readmit::Decision;
 use capa_core::capi;
-use capa_core::settings::Settings;
 use capa_core::table::Table;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -125,8 +125,8 @@ pub enum Input {
     },
     /// The table the policy reads now (after a refresh).
     Table(Table),
-    /// The policy's settings (its ClusterAdmissionPolicy changed).
-    Settings(Settings),
+    /// The policy's settings and scope (its ClusterAdmissionPolicy changed).
+    Policy(Policy),
 }
 
 /// How a re-admission went.
@@ -182,7 +182,7 @@ pub struct Healer {
     opts: HealOptions,
     /// `None` until the first refresh: nothing is judged before the table is known.
     table: Option<Table>,
-    settings: Settings,
+    policy: Policy,
     objects: BTreeMap<ObjectRef, Value>,
     /// AWSMachineTemplates by (namespace, name): their instance type.
     templates: BTreeMap<(String, String), Option<String>>,
@@ -218,7 +218,7 @@ impl Healer {
         Healer {
             opts,
             table: None,
-            settings: Settings::default(),
+            policy: Policy::default(),
             objects: BTreeMap::new(),
             templates: BTreeMap::new(),
             queue: BTreeMap::new(),
@@ -268,8 +268,8 @@ impl Healer {
                 self.table = Some(table);
                 healed.extend(self.rejudge_all(now));
             }
-            Input::Settings(settings) => {
-                self.settings = settings;
+            Input::Policy(policy) => {
+                self.policy = policy;
                 healed.extend(self.rejudge_all(now));
             }
         }
@@ -280,10 +280,7 @@ impl Healer {
     /// object whose template is not known (the refresh warns about those).
     pub fn judge(&self, obj: &Value) -> Option<Decision> {
         let table = self.table.as_ref()?;
-        let judge = Judge {
-            table,
-            settings: &self.settings,
-        };
+        let judge = self.policy.judge(table);
         match self.instance_type(obj) {
             Kind::MachineApi => Some(judge.decide(obj, None)),
             Kind::ClusterApi(Ok(instance_type)) => Some(judge.decide(obj, Some(instance_type))),
@@ -318,10 +315,7 @@ impl Healer {
         let Some(table) = self.table.as_ref() else {
             return;
         };
-        let judge = Judge {
-            table,
-            settings: &self.settings,
-        };
+        let judge = self.policy.judge(table);
         let subjects =
             self.objects
                 .iter()
@@ -567,6 +561,7 @@ fn backoff(opts: &HealOptions, failures: u32) -> Duration {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use capa_core::settings::Settings;
     use capa_core::table::TypeName;
     use capa_core::{Arch, Capacity};
     use serde_json::json;
@@ -970,8 +965,57 @@ mod tests {
         let settings = Settings::from_value(&json!({"overrides": {"zz9.custom":
             {"vcpu": 2, "memoryMiB": 4096, "gpu": 0, "arch": "arm64"}}}))
         .unwrap();
-        h.apply(Input::Settings(settings), t0);
+        h.apply(
+            Input::Policy(Policy {
+                settings,
+                scope: None,
+            }),
+            t0,
+        );
         assert_eq!(h.pending(), 1, "known from the overrides: re-admitted");
+    }
+
+    /// An object the policy does not see (outside its namespaceSelector, or a kind its rules
+    /// lack) is not re-submitted: no patch the policy would never answer, no Event.
+    #[test]
+    fn objects_the_policy_does_not_see_are_left_alone() {
+        let t0 = Instant::now();
+        let mut h = healer();
+        h.apply(Input::Table(table()), t0);
+        let spec = json!({"rules": [{"apiGroups": ["machine.openshift.io"], "apiVersions": ["v1beta1"],
+            "resources": ["machinesets"], "operations": ["CREATE", "UPDATE"]}],
+            "namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name",
+                "operator": "In", "values": ["openshift-machine-api"]}]}});
+        h.apply(
+            Input::Policy(Policy {
+                settings: Settings::default(),
+                scope: Some(capa_core::scope::Scope::of_policy(&spec, "kubewarden")),
+            }),
+            t0,
+        );
+        let mut elsewhere = ms("elsewhere", json!({}));
+        elsewhere["metadata"]["namespace"] = json!("team-a");
+        h.apply(Input::Object(elsewhere), t0);
+        h.apply(
+            Input::Template {
+                namespace: "capi".into(),
+                name: "t".into(),
+                instance_type: Some("m5.xlarge".into()),
+            },
+            t0,
+        );
+        h.apply(Input::Object(md("md", "t", json!({}))), t0);
+        assert_eq!(h.pending(), 0, "neither is seen by the policy");
+        h.apply(Input::Object(ms("seen", json!({}))), t0);
+        assert_eq!(h.pending(), 1);
+        let mut census = Census::default();
+        h.census(&mut census, SystemTime::now());
+        assert_eq!(
+            census.counts.values().sum::<usize>(),
+            1,
+            "{:?}",
+            census.counts
+        );
     }
 
     #[test]

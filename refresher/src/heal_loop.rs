@@ -11,7 +11,6 @@ use crate::policy_settings;
 use crate::readmit::Decision;
 use crate::refresh::Refresher;
 use capa_core::capi;
-use capa_core::settings::Settings;
 use futures::StreamExt;
 use kube::Api;
 use kube::api::{DynamicObject, ListParams};
@@ -225,16 +224,16 @@ pub fn spawn_watches(
             tx.clone(),
             stop.clone(),
             move |v| match policy_settings::from_policy(&name_for_apply, &v) {
-                Ok(settings) => {
-                    tracing::info!(policy = %name_for_apply, "the policy's settings changed; objects are judged with them");
-                    Some(Input::Settings(settings))
+                Ok(policy) => {
+                    tracing::info!(policy = %name_for_apply, "the policy changed; objects are judged with its settings and rules");
+                    Some(Input::Policy(policy))
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "keeping the settings judged with so far");
                     None
                 }
             },
-            |_| Some(Input::Settings(Settings::default())),
+            |_| Some(Input::Policy(policy_settings::Policy::default())),
         )));
     }
     tasks

@@ -75,8 +75,11 @@ pub struct Subject<'a> {
 }
 
 /// The state of one node group; `None` when it is not ours (another provider, deleting, skipped by
-/// the settings).
+/// the settings, not seen by the policy).
 pub fn state_of(subject: &Subject<'_>, judge: Judge<'_>) -> Option<State> {
+    if !judge.covers(subject.object) {
+        return None;
+    }
     let decision = match subject.capi_type {
         Some(Err(_)) => return Some(State::Unreadable),
         Some(Ok(t)) => judge.decide(subject.object, Some(t)),
@@ -198,6 +201,7 @@ mod tests {
         let judge = Judge {
             table: &table,
             settings: &settings,
+            scope: None,
         };
         let right = json!({"machine.openshift.io/vCPU": "4", "machine.openshift.io/memoryMb": "16384",
             "machine.openshift.io/GPU": "0",
@@ -277,6 +281,7 @@ mod tests {
         let judge = |settings| Judge {
             table: &table,
             settings,
+            scope: None,
         };
         assert_eq!(
             state_of(&subject, judge(&defaults)),

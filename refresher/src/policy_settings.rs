@@ -1,9 +1,12 @@
 //! The policy's settings, read from its ClusterAdmissionPolicy (`spec.settings`) at each refresh,
 //! so the refresher judges objects with exactly the options the policy uses (`overrides`,
 //! `fallback`, `upstreamCapacityAnnotations`, `respectAuthoritativeAPI`), and follows their
-//! changes. Parsed by the policy's own parser (`capa_core::settings`).
+//! changes. Parsed by the policy's own parser (`capa_core::settings`). With them, the policy's
+//! [`Scope`]: its rules and namespaceSelector, so that an object the policy does not see is not
+//! re-submitted.
 
 use crate::cluster;
+use capa_core::scope::{self, Scope};
 use capa_core::settings::Settings;
 use kube::Client;
 use serde_json::Value;
@@ -28,17 +31,41 @@ pub enum SettingsError {
     Invalid { name: String, message: String },
 }
 
-/// The settings of `policy` (a ClusterAdmissionPolicy as JSON).
-pub fn from_policy(name: &str, policy: &Value) -> Result<Settings, SettingsError> {
-    let settings = policy.pointer("/spec/settings").unwrap_or(&Value::Null);
-    Settings::from_value(settings).map_err(|message| SettingsError::Invalid {
+/// What the refresher knows of the policy: its settings, and which writes it sees (`None`: no
+/// policy read, every object is taken as seen).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Policy {
+    pub settings: Settings,
+    pub scope: Option<Scope>,
+}
+
+impl Policy {
+    /// The judgement with `table` and this policy.
+    pub fn judge<'a>(&'a self, table: &'a capa_core::table::Table) -> crate::readmit::Judge<'a> {
+        crate::readmit::Judge {
+            table,
+            settings: &self.settings,
+            scope: self.scope.as_ref(),
+        }
+    }
+}
+
+/// The settings and scope of `policy` (a ClusterAdmissionPolicy as JSON).
+pub fn from_policy(name: &str, policy: &Value) -> Result<Policy, SettingsError> {
+    let spec = policy.get("spec").unwrap_or(&Value::Null);
+    let settings = spec.get("settings").unwrap_or(&Value::Null);
+    let settings = Settings::from_value(settings).map_err(|message| SettingsError::Invalid {
         name: name.to_string(),
         message,
+    })?;
+    Ok(Policy {
+        settings,
+        scope: Some(Scope::of_policy(spec, scope::DEFAULT_DEPLOYMENTS_NAMESPACE)),
     })
 }
 
 /// Reads the settings of the ClusterAdmissionPolicy `name`.
-pub async fn read(client: &Client, name: &str) -> Result<Settings, SettingsError> {
+pub async fn read(client: &Client, name: &str) -> Result<Policy, SettingsError> {
     match cluster::get_any_version(client, GROUP, &[VERSION], KIND, None, name).await {
         Ok(Some(policy)) => from_policy(name, &policy),
         Ok(None) => Err(SettingsError::NotFound(name.to_string())),
@@ -49,17 +76,17 @@ pub async fn read(client: &Client, name: &str) -> Result<Settings, SettingsError
     }
 }
 
-/// The settings to judge with: the policy's, or the defaults (logged with the cause) when they
-/// cannot be read; the defaults without reading when no policy is named.
-pub async fn current(client: &Client, name: Option<&str>) -> Settings {
+/// The policy to judge with: its settings and scope, or the default settings and no scope (logged
+/// with the cause) when they cannot be read; the defaults without reading when no policy is named.
+pub async fn current(client: &Client, name: Option<&str>) -> Policy {
     let Some(name) = name else {
-        return Settings::default();
+        return Policy::default();
     };
     match read(client, name).await {
-        Ok(s) => s,
+        Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "judging objects with the policy's default settings");
-            Settings::default()
+            Policy::default()
         }
     }
 }
@@ -75,11 +102,11 @@ mod tests {
         let cap = json!({"spec": {"settings": {
             "upstreamCapacityAnnotations": true,
             "overrides": {"zz1.large": {"vcpu": 2, "memoryMiB": 8192, "gpu": 0, "arch": "amd64"}}}}});
-        let s = from_policy("capa-annotator", &cap).unwrap();
+        let s = from_policy("capa-annotator", &cap).unwrap().settings;
         assert!(s.upstream_capacity_annotations);
         assert!(s.overrides.contains_key("zz1.large"));
         assert_eq!(
-            from_policy("p", &json!({"spec": {}})).unwrap(),
+            from_policy("p", &json!({"spec": {}})).unwrap().settings,
             Settings::default()
         );
         let e = from_policy(
@@ -93,5 +120,28 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("fallback"), "{e}");
+    }
+
+    /// `deploy/`'s policy sees MachineSets in openshift-machine-api only.
+    #[test]
+    fn the_policy_sees_what_its_rules_and_namespace_selector_send() {
+        let text = include_str!("../../deploy/policy/clusteradmissionpolicy.yaml");
+        let cap: Value = serde_yaml::from_str(text).unwrap();
+        let policy = from_policy("capa-annotator", &cap).unwrap();
+        let ms = |ns: &str| {
+            json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineSet",
+                   "metadata": {"namespace": ns, "name": "w"}})
+        };
+        let table = capa_core::table::Table::default();
+        let judge = policy.judge(&table);
+        assert!(judge.covers(&ms("openshift-machine-api")));
+        assert!(!judge.covers(&ms("team-a")));
+        let md = json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "MachineDeployment",
+                        "metadata": {"namespace": "openshift-machine-api", "name": "md"}});
+        assert!(
+            !judge.covers(&md),
+            "deploy/ without its Cluster API component"
+        );
+        assert!(Policy::default().judge(&table).covers(&ms("team-a")));
     }
 }

@@ -11,6 +11,7 @@ use capa_core::Capacity;
 use capa_core::annotations::{self, Options};
 use capa_core::machineset;
 use capa_core::provider_spec::{self, ProviderSpec};
+use capa_core::scope::Scope;
 use capa_core::settings::Settings;
 use capa_core::table::{Table, TypeName};
 use serde_json::{Value, json};
@@ -21,7 +22,8 @@ pub const READMIT_ANNOTATION: &str = "capa-annotator.io/table-entry";
 /// What to do with one MachineSet.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    /// Not ours (deleting, non-AWS, no usable instance type, skipped by the settings): nothing.
+    /// Not ours (deleting, non-AWS, no usable instance type, skipped by the settings, not seen by
+    /// the policy): nothing.
     Ignore,
     UpToDate,
     /// Send this merge patch to make the API server re-run admission.
@@ -39,17 +41,29 @@ pub fn entry_text(instance_type: &str, c: &Capacity) -> String {
     )
 }
 
-/// The policy's judgement with what the refresher holds: its table and the policy's settings.
+/// The policy's judgement with what the refresher holds: its table and the policy's settings and
+/// scope.
 #[derive(Debug, Clone, Copy)]
 pub struct Judge<'a> {
     pub table: &'a Table,
     pub settings: &'a Settings,
+    /// Which writes the policy sees (its ClusterAdmissionPolicy's rules and namespaceSelector);
+    /// `None`: every object.
+    pub scope: Option<&'a Scope>,
 }
 
 impl Judge<'_> {
+    /// Whether the policy may see a re-submission of `obj`: one it does not see is left alone.
+    pub fn covers(&self, obj: &Value) -> bool {
+        self.scope.is_none_or(|s| s.may_send(obj, "UPDATE"))
+    }
+
     /// `obj`: a Machine API MachineSet (`capi_type` `None`), or a Cluster API object whose
     /// AWSMachineTemplate asks for `capi_type`.
     pub fn decide(&self, obj: &Value, capi_type: Option<&str>) -> Decision {
+        if !self.covers(obj) {
+            return Decision::Ignore;
+        }
         match capi_type {
             Some(t) => decide_cluster_api(obj, t, self.table, self.settings),
             None => decide(obj, self.table, self.settings),

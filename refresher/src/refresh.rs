@@ -213,7 +213,7 @@ impl Refresher {
         let machinesets = cluster::list_machinesets(client, self.opts.namespace.as_deref())
             .await
             .map_err(|e| anyhow::anyhow!("cannot list MachineSets: {e}"))?;
-        let settings =
+        let policy =
             crate::policy_settings::current(client, self.opts.policy_name.as_deref()).await;
         let mut plan = plan::plan(&machinesets);
         // Cluster API objects that cannot be read must not stop the Machine API MachineSets'
@@ -359,10 +359,7 @@ impl Refresher {
                 let t = o.instance_type.as_deref().ok()?;
                 Some((o.at.clone(), &o.object, Some(t)))
             }));
-            let judge = readmit::Judge {
-                table: &table,
-                settings: &settings,
-            };
+            let judge = policy.judge(&table);
             self.count_node_groups(&machinesets, &capi_objects, judge);
             self.readmit(
                 &objects,

@@ -138,6 +138,17 @@ pub async fn run(
         heal_tx.clone(),
         stop.clone(),
     )));
+    // the healer judges with the table the policy reads from the first moment: the stored one,
+    // sent before any refresh's, until the first refresh (which may wait on EC2) gives the next
+    match refresher.options().store.read(refresher.client()).await {
+        Ok((Some(_), stored)) => {
+            let _ = heal_tx.send(Input::Table(stored.table)).await;
+        }
+        Ok((None, _)) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the stored table; healing waits for the first refresh");
+        }
+    }
     let mut next_full = Instant::now();
     let mut pending: BTreeSet<Need> = BTreeSet::new();
     let mut next_pending: Option<Instant> = None;
