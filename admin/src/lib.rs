@@ -77,7 +77,10 @@ fn load_settings(name: &str, text: &str) -> Result<(Value, Settings, Option<Scop
             let mut spec = value.get("spec").cloned().unwrap_or(Value::Null);
             if kind == "AdmissionPolicy" {
                 // a namespaced policy sees its own namespace only
-                let ns = value.pointer("/metadata/namespace").cloned();
+                let ns = value
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or(DEFAULT_NAMESPACE);
                 spec["namespaceSelector"] = serde_json::json!({"matchExpressions": [{
                     "key": scope::NAMESPACE_NAME_LABEL, "operator": "In", "values": [ns]}]});
                 spec["allowInsideAdmissionControllerNamespace"] = Value::Bool(true);
@@ -214,16 +217,13 @@ pub fn preview_texts(req: &TextRequest<'_>) -> Result<Outcome, InputError> {
     }
     // the API server gives every namespaced object the namespace of its request: a manifest
     // without one (kustomize or `kubectl -n` usually adds it) is created in kubectl's default
-    for d in &mut inputs.objects {
-        if default_namespace(&mut d.object) {
+    for d in &inputs.objects {
+        if default_namespace(&mut d.object.clone()) {
             notes.push(format!(
                 "{}: no metadata.namespace: previewed as created in namespace {DEFAULT_NAMESPACE}",
                 d.origin
             ));
         }
-    }
-    for t in &mut inputs.templates {
-        default_namespace(t);
     }
     let src = InputSource {
         table: &table,
@@ -233,10 +233,13 @@ pub fn preview_texts(req: &TextRequest<'_>) -> Result<Outcome, InputError> {
         .objects
         .iter()
         .map(|d| match &scope {
-            Some(scope) => match sent(scope, d, &inputs.namespaces, &mut notes) {
-                Ok(()) => preview::preview(d, &settings_json, &settings, &src),
-                Err(why) => preview::not_sent(d, why.to_string()),
-            },
+            Some(scope) => {
+                let admitted = preview::as_admitted(&d.object);
+                match sent(scope, &admitted, &inputs.namespaces, &mut notes) {
+                    Ok(()) => preview::preview(d, &settings_json, &settings, &src),
+                    Err(why) => preview::not_sent(d, why.to_string()),
+                }
+            }
             None => preview::preview(d, &settings_json, &settings, &src),
         })
         .collect();
@@ -270,7 +273,7 @@ pub fn preview_texts(req: &TextRequest<'_>) -> Result<Outcome, InputError> {
 pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// Sets `metadata.namespace` to [`DEFAULT_NAMESPACE`] when it is missing; whether it did.
-fn default_namespace(object: &mut Value) -> bool {
+pub fn default_namespace(object: &mut Value) -> bool {
     let Some(meta) = object.as_object_mut().map(|o| {
         o.entry("metadata")
             .or_insert_with(|| Value::Object(Default::default()))
@@ -286,64 +289,46 @@ fn default_namespace(object: &mut Value) -> bool {
     }
 }
 
-/// Whether the policy's ClusterAdmissionPolicy sends a CREATE of `doc` to the policy. The
-/// namespace's labels come from the Namespace objects among the inputs; a namespace that is not
-/// among them is judged by the label the API server puts on every Namespace (its name), with a
-/// note when the selector reads other labels.
+/// Whether the policy's ClusterAdmissionPolicy sends a CREATE of `object` (as admitted: its
+/// namespace defaulted) to the policy. The namespace's labels come from the Namespace objects among
+/// the inputs; for a namespace that is not among them only the label every Namespace carries (its
+/// name) is known, the selector's terms on other labels are taken as met (as the refresher does),
+/// and a note says so.
 fn sent(
     scope: &Scope,
-    doc: &input::ObjectDoc,
+    object: &Value,
     namespaces: &[Value],
     notes: &mut Vec<String>,
 ) -> Result<(), scope::NotSent> {
-    let (group, version, _, resource) = scope::resource_of(&doc.object);
-    let empty = serde_json::Map::new();
-    fn labels_of<'a>(
-        o: &'a Value,
-        p: &str,
-        empty: &'a serde_json::Map<String, Value>,
-    ) -> &'a serde_json::Map<String, Value> {
-        o.pointer(p).and_then(Value::as_object).unwrap_or(empty)
-    }
-    let write = scope::Write {
-        group,
-        version,
-        resource: &resource,
-        operation: "CREATE",
-        object_labels: labels_of(&doc.object, "/metadata/labels", &empty),
-    };
-    if !scope.rules_match(&write) {
+    if !scope.rules_match_object(object, "CREATE") {
         return Err(scope::NotSent::Rules);
     }
-    let namespace = doc
-        .object
+    let namespace = object
         .pointer("/metadata/namespace")
         .and_then(Value::as_str);
-    let Some(namespace) = namespace else {
-        // not a string: the policy's own decision says what is wrong with it
-        return scope.sends(&write, None);
-    };
-    let ns_object = namespaces
-        .iter()
-        .find(|n| n.pointer("/metadata/name").and_then(Value::as_str) == Some(namespace));
-    let labels = match ns_object {
-        Some(n) => labels_of(n, "/metadata/labels", &empty),
-        None => {
-            let other_keys = scope
-                .namespace_label_keys()
-                .into_iter()
-                .any(|k| k != scope::NAMESPACE_NAME_LABEL);
-            let note = format!(
-                "namespace {namespace} is not among the inputs: the policy's namespaceSelector was decided with its {} label only (add `kubectl get namespace {namespace} -o yaml`)",
-                scope::NAMESPACE_NAME_LABEL
-            );
-            if other_keys && !notes.contains(&note) {
-                notes.push(note);
-            }
-            &empty
+    let labels = namespace.and_then(|ns| {
+        namespaces
+            .iter()
+            .find(|n| n.pointer("/metadata/name").and_then(Value::as_str) == Some(ns))
+            .map(|n| {
+                n.pointer("/metadata/labels")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default()
+            })
+    });
+    if let (Some(ns), None) = (namespace, &labels)
+        && scope.reads_namespace_labels()
+    {
+        let note = format!(
+            "namespace {ns} is not among the inputs: the policy's namespaceSelector was decided with its {} label only, its terms on other labels taken as met (add `kubectl get namespace {ns} -o yaml`)",
+            scope::NAMESPACE_NAME_LABEL
+        );
+        if !notes.contains(&note) {
+            notes.push(note);
         }
-    };
-    scope.sends(&write, Some((namespace, labels)))
+    }
+    scope.decide(object, "CREATE", labels.as_ref())
 }
 
 #[cfg(test)]

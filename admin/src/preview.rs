@@ -161,6 +161,14 @@ fn identity(doc: &ObjectDoc) -> (String, String, Option<String>, Option<String>)
     )
 }
 
+/// `object` as the API server sends it to the policy: in the namespace of its request
+/// ([`crate::DEFAULT_NAMESPACE`] when the manifest names none).
+pub fn as_admitted(object: &Value) -> Value {
+    let mut admitted = object.clone();
+    crate::default_namespace(&mut admitted);
+    admitted
+}
+
 /// An object the policy's ClusterAdmissionPolicy would not send to the policy.
 pub fn not_sent(doc: &ObjectDoc, why: String) -> Preview {
     let report = admission::Report::default();
@@ -203,7 +211,8 @@ pub fn preview(
     settings: &Settings,
     src: &impl ResourceSource,
 ) -> Preview {
-    let before = &doc.object;
+    let admitted = as_admitted(&doc.object);
+    let before = &admitted;
     let Outcome {
         mutated,
         warnings,
@@ -238,10 +247,22 @@ pub fn preview(
             .collect()
     };
     let mut p = preview_of(doc, verdict, changes, report, warnings);
-    p.patch = patch;
-    if let Some(m) = mutated {
+    // the object as given with the policy's change: the admitted object differs from it only by
+    // a defaulted namespace, which is not printed
+    if let Some(mut m) = mutated {
+        let defaulted = doc
+            .object
+            .pointer("/metadata/namespace")
+            .is_none_or(Value::is_null);
+        if let (true, Some(meta)) = (
+            defaulted,
+            m.get_mut("metadata").and_then(Value::as_object_mut),
+        ) {
+            meta.remove("namespace");
+        }
         p.after = m;
     }
+    p.patch = patch;
     p
 }
 

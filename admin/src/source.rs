@@ -35,7 +35,12 @@ impl ResourceSource for InputSource<'_> {
                 .map(|(g, _)| g);
             group == Some(capi::INFRASTRUCTURE_GROUP)
                 && meta(t, "name").as_ref().and_then(Value::as_str) == Some(r.name)
-                && meta(t, "namespace").as_ref().and_then(Value::as_str) == Some(r.namespace)
+                // a template manifest without a namespace is created in kubectl's default
+                && meta(t, "namespace")
+                    .as_ref()
+                    .and_then(Value::as_str)
+                    .unwrap_or(crate::DEFAULT_NAMESPACE)
+                    == r.namespace
         });
         match found {
             Some(t) => serde_json::to_vec(t).map_err(|e| e.to_string()),

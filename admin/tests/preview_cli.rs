@@ -283,12 +283,13 @@ fn a_cluster_admission_policy_decides_what_the_policy_sees() {
     let r = capa_admin(&args, None);
     assert_eq!(r.status, 0, "{}", r.stderr);
     assert!(
-        r.stderr.contains("namespace default is not among the inputs: the policy's namespaceSelector was decided with its kubernetes.io/metadata.name label only (add `kubectl get namespace default -o yaml`)"),
+        r.stderr.contains("namespace default is not among the inputs: the policy's namespaceSelector was decided with its kubernetes.io/metadata.name label only, its terms on other labels taken as met (add `kubectl get namespace default -o yaml`)"),
         "{}",
         r.stderr
     );
+    // as the refresher judges it: the term on capa-annotator/enabled taken as met
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(v["objects"][0]["result"], "not-sent");
+    assert_eq!(v["objects"][0]["result"], "would-change");
 }
 
 /// `-o yaml`: every object as admission would store it, which is the input with the patch of
@@ -298,7 +299,11 @@ fn yaml_is_the_input_with_the_patch_applied() {
     let files = with(&[], &EXAMPLES);
     let files: Vec<&str> = files
         .into_iter()
-        .chain(["examples/cluster-api.yaml"])
+        .chain([
+            "examples/cluster-api.yaml",
+            // a manifest without metadata.namespace: previewed in default, printed without one
+            "e2e-tests/fixtures/capi-sources/machinedeployment-v1beta1-capa.yaml",
+        ])
         .collect();
     let yaml = capa_admin(&with(&["preview", "-o", "yaml"], &files), None);
     let json = capa_admin(&with(&["preview", "-o", "json"], &files), None);
@@ -325,6 +330,14 @@ fn yaml_is_the_input_with_the_patch_applied() {
         changed += usize::from(*after != doc.object);
     }
     assert!(changed >= 8, "only {changed} changed");
+    let last = stored.last().unwrap();
+    assert!(last["metadata"].get("namespace").is_none(), "{last}");
+    assert!(
+        yaml.stderr
+            .contains("no metadata.namespace: previewed as created in namespace default"),
+        "{}",
+        yaml.stderr
+    );
 }
 
 #[test]

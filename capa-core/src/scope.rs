@@ -69,6 +69,26 @@ pub struct Write<'a> {
     pub object_labels: &'a Map<String, Value>,
 }
 
+/// The plural the CRDs of every kind this project reads use: the lower-case kind + `s`, `y` →
+/// `ies` (machinesets, awsclusters, awsclusterstaticidentities, …).
+pub fn plural(kind: &str) -> String {
+    let lower = kind.to_lowercase();
+    match lower.strip_suffix('y') {
+        Some(stem) => format!("{stem}ies"),
+        None => format!("{lower}s"),
+    }
+}
+
+/// The versions the API server serves of a group's kinds this project handles: a rule naming one
+/// of them matches a write at another (`matchPolicy: Equivalent`, the API server converts).
+fn served_versions(group: &str) -> &'static [&'static str] {
+    match group {
+        crate::capi::GROUP => &crate::capi::VERSIONS,
+        crate::machineset::GROUP => &["v1beta1"],
+        _ => &[],
+    }
+}
+
 /// The API group, version, kind and resource (the plural: `machinesets`, `machinedeployments`)
 /// of an object of the kinds this project handles.
 pub fn resource_of(object: &Value) -> (&str, &str, &str, String) {
@@ -81,7 +101,7 @@ pub fn resource_of(object: &Value) -> (&str, &str, &str, String) {
         .get("kind")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    (group, version, kind, format!("{}s", kind.to_lowercase()))
+    (group, version, kind, plural(kind))
 }
 
 /// Why a write does not reach the policy.
@@ -175,11 +195,11 @@ impl Scope {
         };
         self.rules.iter().any(|rule| {
             let scope_ok = matches!(rule["scope"].as_str(), None | Some("*" | "Namespaced"));
-            let version_ok = has(rule, "apiVersions", w.version)
-                || (!self.exact
-                    && rule["apiVersions"]
-                        .as_array()
-                        .is_some_and(|v| !v.is_empty()));
+            let served = served_versions(w.group);
+            let equivalent = !self.exact
+                && served.contains(&w.version)
+                && served.iter().any(|v| has(rule, "apiVersions", v));
+            let version_ok = has(rule, "apiVersions", w.version) || equivalent;
             scope_ok
                 && has(rule, "operations", w.operation)
                 && has(rule, "apiGroups", w.group)
@@ -188,11 +208,17 @@ impl Scope {
         })
     }
 
-    /// Whether the API server may send `operation` of `object` to the policy, when the labels of
-    /// its namespace are not known: the namespaceSelector's terms on the label every Namespace
-    /// carries (its name) are judged, its terms on other labels are taken as met. `false` only
-    /// when it is certain the policy does not see the write.
-    pub fn may_send(&self, object: &Value, operation: &str) -> bool {
+    /// Whether the API server sends `operation` of `object` to the policy. `namespace_labels`:
+    /// the labels of the object's namespace, or `None` when they are not known — then the
+    /// namespaceSelector's terms on the label every Namespace carries (its name) are judged and its
+    /// terms on other labels are taken as met, so `Err` means it is certain the policy does not see
+    /// the write. An object without a namespace is judged by the rules and objectSelector only.
+    pub fn decide(
+        &self,
+        object: &Value,
+        operation: &str,
+        namespace_labels: Option<&Map<String, Value>>,
+    ) -> Result<(), NotSent> {
         let (group, version, _, resource) = resource_of(object);
         let empty = Map::new();
         let write = Write {
@@ -205,16 +231,37 @@ impl Scope {
                 .and_then(Value::as_object)
                 .unwrap_or(&empty),
         };
-        let by_name = Scope {
-            namespace_selector: name_terms(&self.namespace_selector),
-            ..self.clone()
-        };
         let namespace = object
             .pointer("/metadata/namespace")
             .and_then(Value::as_str);
-        by_name
-            .sends(&write, namespace.map(|n| (n, &empty)))
-            .is_ok()
+        match namespace_labels {
+            Some(labels) => self.sends(&write, namespace.map(|n| (n, labels))),
+            None => Scope {
+                namespace_selector: name_terms(&self.namespace_selector),
+                ..self.clone()
+            }
+            .sends(&write, namespace.map(|n| (n, &empty))),
+        }
+    }
+
+    /// Whether a rule names a write of `object` with `operation` (its selectors aside).
+    pub fn rules_match_object(&self, object: &Value, operation: &str) -> bool {
+        let (group, version, _, resource) = resource_of(object);
+        let empty = Map::new();
+        self.rules_match(&Write {
+            group,
+            version,
+            resource: &resource,
+            operation,
+            object_labels: &empty,
+        })
+    }
+
+    /// Whether a term of the namespaceSelector reads a label other than the namespace's name.
+    pub fn reads_namespace_labels(&self) -> bool {
+        self.namespace_label_keys()
+            .iter()
+            .any(|k| *k != NAMESPACE_NAME_LABEL)
     }
 
     /// Whether the API server sends `w` to the policy, its namespace carrying `namespace_labels`
@@ -339,12 +386,20 @@ mod tests {
             json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineSet",
                    "metadata": {"namespace": ns, "name": "w"}})
         };
-        assert!(scope.may_send(&ms("openshift-machine-api"), "UPDATE"));
-        assert!(!scope.may_send(&ms("team-a"), "UPDATE"));
-        assert!(!scope.may_send(&ms("openshift-machine-api"), "DELETE"));
+        assert!(
+            scope
+                .decide(&ms("openshift-machine-api"), "UPDATE", None)
+                .is_ok()
+        );
+        assert!(scope.decide(&ms("team-a"), "UPDATE", None).is_err());
+        assert!(
+            scope
+                .decide(&ms("openshift-machine-api"), "DELETE", None)
+                .is_err()
+        );
         let md = json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "MachineDeployment",
                         "metadata": {"namespace": "openshift-machine-api", "name": "md"}});
-        assert!(scope.may_send(&md, "UPDATE"));
+        assert!(scope.decide(&md, "UPDATE", None).is_ok());
         assert_eq!(
             resource_of(&md),
             (
@@ -354,13 +409,32 @@ mod tests {
                 "machinedeployments".into()
             )
         );
+        // with the labels known, a term on another label decides
+        let team = json!({"team": "infra"}).as_object().cloned().unwrap();
+        let labelled_scope = Scope::of_policy(
+            &json!({"rules": deploy_spec()["rules"], "namespaceSelector": {
+            "matchExpressions": [{"key": "team", "operator": "In", "values": ["infra"]}]}}),
+            "kubewarden",
+        );
+        assert!(labelled_scope.reads_namespace_labels());
+        assert!(
+            labelled_scope
+                .decide(&ms("team-a"), "UPDATE", Some(&team))
+                .is_ok()
+        );
+        assert_eq!(
+            labelled_scope.decide(&ms("team-a"), "UPDATE", Some(&Map::new())),
+            Err(NotSent::NamespaceSelector {
+                namespace: "team-a".into()
+            })
+        );
         // a term on another label: the namespace may be selected, so the write may be sent
         let labelled = json!({"rules": deploy_spec()["rules"], "namespaceSelector": {
             "matchExpressions": [{"key": "team", "operator": "In", "values": ["infra"]}]}});
         let scope = Scope::of_policy(&labelled, "kubewarden");
-        assert!(scope.may_send(&ms("team-a"), "UPDATE"));
+        assert!(scope.decide(&ms("team-a"), "UPDATE", None).is_ok());
         // but never in the controller's own namespace, whatever its labels
-        assert!(!scope.may_send(&ms("kubewarden"), "UPDATE"));
+        assert!(scope.decide(&ms("kubewarden"), "UPDATE", None).is_err());
     }
 
     #[test]
@@ -371,6 +445,14 @@ mod tests {
         let md2 = write("cluster.x-k8s.io", "v1beta2", "machinedeployments", &none);
         // Equivalent (the default): converted and sent
         assert!(Scope::of_policy(&v1beta1_only, "kw").rules_match(&md2));
+        // not to a version the API server does not serve
+        let mut alpha = v1beta1_only.clone();
+        alpha["rules"][0]["apiVersions"] = json!(["v1alpha3"]);
+        assert!(!Scope::of_policy(&alpha, "kw").rules_match(&md2));
+        assert_eq!(
+            plural("AWSClusterStaticIdentity"),
+            "awsclusterstaticidentities"
+        );
         let mut exact = v1beta1_only.clone();
         exact["matchPolicy"] = json!("Exact");
         assert!(!Scope::of_policy(&exact, "kw").rules_match(&md2));

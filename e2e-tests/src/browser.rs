@@ -1,5 +1,5 @@
 //! A real browser for the playground's tests: Debian's Chromium driven over WebDriver by its
-//! chromedriver, and a static server for the built page that records every request it receives.
+//! chromedriver, and a static server for the built page.
 //!
 //! Chromium writes a NetLog (`--log-net-log`): every request it made, with its initiator — the
 //! page's origin for what the page and its workers asked for, "not an origin" for Chromium's own

@@ -10,6 +10,7 @@ use crate::fake_kube::{AdmissionHook, AdmissionResult, AdmissionReview, RequestR
 use crate::paths;
 use crate::wasm::Policy;
 use anyhow::{Context, Result, bail};
+use capa_core::scope::Scope;
 use serde_json::{Value, json};
 use std::process::Command;
 use std::sync::Arc;
@@ -190,8 +191,8 @@ impl GrantedRule {
     }
 }
 
-/// The `ClusterAdmissionPolicy` as a fake API server admission step: its rules (operations,
-/// groups, resources) and namespaceSelector decide which writes reach the policy; its settings are
+/// The `ClusterAdmissionPolicy` as a fake API server admission step: its rules and selectors
+/// decide which writes reach the policy ([`capa_core::scope`]); its settings are
 /// passed to it; the policy's JSON patch and warnings come back as a webhook's would.
 pub fn admission_hook(
     cap: &Value,
@@ -203,32 +204,22 @@ pub fn admission_hook(
     // Kubewarden's defaults: mode protect, failurePolicy Fail
     let monitor = spec["mode"] == "monitor";
     let fail_closed = spec["failurePolicy"].as_str().unwrap_or("Fail") == "Fail";
-    let rules = spec["rules"].as_array().context("spec.rules")?.clone();
+    anyhow::ensure!(spec["rules"].is_array(), "spec.rules");
     let settings = spec["settings"].clone();
-    let namespaces = namespace_selector_names(&spec["namespaceSelector"])?;
+    // the webhook as the Kubewarden controller renders it, matched as the API server does (the
+    // namespaces of these tests carry only their name label)
+    let scope = Scope::of_policy(spec, crate::kubewarden::DEPLOYMENTS_NAMESPACE);
     let hook = move |review: &AdmissionReview| -> Option<AdmissionResult> {
-        let (group, version) = review.object["apiVersion"]
-            .as_str()
-            .and_then(|a| a.rsplit_once('/'))
-            .unwrap_or(("", ""));
-        let kind = review.object["kind"].as_str().unwrap_or_default();
-        // the plural of every kind the policy is registered for
-        let resource = format!("{}s", kind.to_lowercase());
-        let matched = rules.iter().any(|r| {
-            has(&strings(&r["operations"]), review.operation)
-                && has(&strings(&r["apiGroups"]), group)
-                && has(&strings(&r["apiVersions"]), version)
-                && has(&strings(&r["resources"]), &resource)
-        });
-        let ns_ok = namespaces.as_ref().is_none_or(|names| {
-            review
-                .namespace
-                .as_ref()
-                .is_some_and(|ns| names.contains(ns))
-        });
-        if !matched || !ns_ok {
+        let mut object = review.object.clone();
+        if let Some(ns) = &review.namespace {
+            object["metadata"]["namespace"] = json!(ns);
+        }
+        let no_labels = serde_json::Map::new();
+        let labels = review.namespace.as_ref().map(|_| &no_labels);
+        if scope.decide(&object, review.operation, labels).is_err() {
             return None;
         }
+        let (group, version, kind, resource) = capa_core::scope::resource_of(&object);
         let gvk = json!({"group": group, "version": version, "kind": kind});
         let gvr = json!({"group": group, "version": version, "resource": resource});
         let request = json!({
@@ -264,24 +255,6 @@ pub fn admission_hook(
         }
     };
     Ok(Arc::new(hook))
-}
-
-/// The namespace names a namespaceSelector admits (`kubernetes.io/metadata.name` In / matchLabels);
-/// `None` = every namespace.
-fn namespace_selector_names(sel: &Value) -> Result<Option<Vec<String>>> {
-    if sel.is_null() {
-        return Ok(None);
-    }
-    const KEY: &str = "kubernetes.io/metadata.name";
-    if let Some(name) = sel["matchLabels"][KEY].as_str() {
-        return Ok(Some(vec![name.to_string()]));
-    }
-    for e in sel["matchExpressions"].as_array().into_iter().flatten() {
-        if e["key"] == KEY && e["operator"] == "In" {
-            return Ok(Some(strings(&e["values"])));
-        }
-    }
-    bail!("namespaceSelector {sel} is not understood by the test harness")
 }
 
 /// The refresher pod of `manifests`' Deployment `capa-refresher` (pod `capa-refresher-0` in

@@ -6,7 +6,8 @@
 //! - [`evaluation`]: builds the `ValidationRequest`, reads the `ValidationResponse` and computes the
 //!   JSON patch like the server (`json-patch` diff);
 //! - [`paths`]: where fixtures and the built module are;
-//! - [`browser`]: headless Chromium over WebDriver and a recording static server (the playground).
+//! - [`browser`]: headless Chromium over WebDriver, its network log, and a static server (the
+//!   playground).
 
 pub mod autoscaler;
 pub mod browser;

@@ -5,8 +5,8 @@
 //!   patched YAML (`-o yaml`);
 //! - the real Cluster API objects of `fixtures/capi-sources/` with their templates, the fixture
 //!   table ConfigMap and a ClusterAdmissionPolicy with Namespaces, chosen as files;
-//! - bad input: invalid YAML, a Secret and 5 MB of text each give the command's own message, and the
-//!   page answers while it works;
+//! - bad input: invalid YAML, a Secret and 5 MB of text each give the command's own message (the
+//!   test prints how long the page took to answer a script meanwhile);
 //! - no network call: every request the page and its worker made (Chromium's NetLog: requests whose
 //!   initiator is the page's origin) is a GET of one of the page's own files.
 //!
@@ -222,7 +222,7 @@ fn the_playground_in_chromium() {
         assert_eq!(status, 2, "{what}");
         let started = Instant::now();
         paste(&b, "pasted", &text);
-        // the page answers while the preview runs in its worker
+        // the preview runs in a worker: how long the page takes to answer meanwhile is printed
         let mut slowest = Duration::ZERO;
         let state = wait_for(Duration::from_secs(90), || {
             let asked = Instant::now();
@@ -257,6 +257,16 @@ fn the_playground_in_chromium() {
     let requests = b.quit().unwrap();
     let (page, browser): (Vec<_>, Vec<_>) =
         requests.iter().partition(|r| r.initiator == server.base());
+    // every other request is Chromium's own: no initiator, "not an origin", or one of its
+    // internal pages (chrome://newtab…); no web origin but the page's
+    let other_origins: Vec<_> = browser
+        .iter()
+        .filter(|r| r.initiator.starts_with("http:") || r.initiator.starts_with("https:"))
+        .collect();
+    assert!(
+        other_origins.is_empty(),
+        "requests from another web origin: {other_origins:?}"
+    );
     let own = |url: &str| {
         url.strip_prefix(&format!("{}/", server.base()))
             .is_some_and(|rel| site.join(rel).is_file())
@@ -293,7 +303,7 @@ fn the_playground_in_chromium() {
     hosts.sort_unstable();
     hosts.dedup();
     println!(
-        "the page and its worker made {} requests, all GETs of its own files; Chromium's own services asked {} (initiator: not an origin)",
+        "the page and its worker made {} requests, all GETs of its own files; Chromium's own services asked {} (no web origin as initiator)",
         page.len(),
         hosts.join(", ")
     );

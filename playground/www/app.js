@@ -15,12 +15,18 @@ function startWorker() {
   worker.onmessage = (e) => {
     const p = pending.get(e.data.id);
     if (p) { pending.delete(e.data.id); clearTimeout(p.timer); p.resolve(e.data.answer); }
+    // a module that failed (a trap) is not used again
+    if (e.data.answer && e.data.answer.failed) restartWorker('the policy module failed; it was restarted');
   };
-  worker.onerror = (e) => failAll(`the policy module could not start: ${e.message || 'unknown error'}`);
+  worker.onerror = (e) => restartWorker(`the policy module could not run: ${e.message || 'unknown error'}`);
 }
 
-function failAll(message) {
-  for (const [id, p] of pending) { clearTimeout(p.timer); p.resolve({ ok: false, error: message }); pending.delete(id); }
+// Ends the worker (and whatever it is running), answers every waiting call with `message`, and
+// starts a new one.
+function restartWorker(message) {
+  worker.terminate();
+  for (const [id, p] of pending) { clearTimeout(p.timer); p.resolve({ ok: false, error: message, superseded: true }); pending.delete(id); }
+  startWorker();
 }
 
 // One call to the worker; a run that outlives LIMIT_MS ends the worker (a new one takes over).
@@ -29,9 +35,7 @@ function call(name, request) {
     const id = nextId++;
     const timer = setTimeout(() => {
       pending.delete(id);
-      worker.terminate();
-      failAll('stopped: the previous preview was stopped with this one');
-      startWorker();
+      restartWorker('stopped with a preview that took too long');
       resolve({ ok: false, error: `stopped after ${LIMIT_MS / 1000} s: the input is too large for the page; run capa-admin preview on the files instead` });
     }, LIMIT_MS);
     pending.set(id, { resolve, timer });
@@ -143,6 +147,8 @@ async function run() {
   }
   document.body.dataset.state = 'busy';
   $('status').textContent = 'Previewing…';
+  // a preview still running is for older input: stop it rather than wait for it
+  if (pending.size > 0) restartWorker('superseded by newer input');
   const started = performance.now();
   const answer = await call('preview', req);
   if (run !== state.runs) return; // a newer run is on its way
@@ -217,6 +223,11 @@ function init() {
   for (const id of ['pasted', 'configmap', 'settings']) $(id).addEventListener('input', schedule);
   $('examples').onclick = async () => {
     const examples = await call('examples');
+    if (!Array.isArray(examples)) {
+      $('error').textContent = examples.error || 'the examples could not be loaded';
+      $('error').hidden = false;
+      return;
+    }
     state.files = examples;
     renderFiles();
     run();

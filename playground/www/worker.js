@@ -14,6 +14,6 @@ self.onmessage = async (event) => {
     else answer = version();
     self.postMessage({ id, answer: JSON.parse(answer) });
   } catch (e) {
-    self.postMessage({ id, answer: { ok: false, error: `the policy module failed: ${e}` } });
+    self.postMessage({ id, answer: { ok: false, failed: true, error: `the policy module failed: ${e}` } });
   }
 };

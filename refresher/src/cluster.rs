@@ -133,16 +133,10 @@ pub async fn ca_bundle(client: &Client) -> Result<Option<Vec<u8>>, kube::Error> 
     }
 }
 
-/// The API resource of `apiVersion` + `kind`, with the plural the CRDs of every kind the
-/// refresher reads use: the lower-case kind + `s`, `y` → `ies` (machinesets, awsclusters,
-/// awsclusterstaticidentities, …).
+/// The API resource of `apiVersion` + `kind`, with the plural of [`capa_core::scope::plural`].
 pub fn resource(api_version: &str, kind: &str) -> ApiResource {
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let lower = kind.to_lowercase();
-    let plural = match lower.strip_suffix('y') {
-        Some(stem) => format!("{stem}ies"),
-        None => format!("{lower}s"),
-    };
+    let plural = capa_core::scope::plural(kind);
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), &plural)
 }
 

@@ -55,7 +55,9 @@ pub struct Judge<'a> {
 impl Judge<'_> {
     /// Whether the policy may see a re-submission of `obj`: one it does not see is left alone.
     pub fn covers(&self, obj: &Value) -> bool {
-        self.scope.is_none_or(|s| s.may_send(obj, "UPDATE"))
+        // the refresher reads no Namespace: terms on other labels are taken as met
+        self.scope
+            .is_none_or(|s| s.decide(obj, "UPDATE", None).is_ok())
     }
 
     /// `obj`: a Machine API MachineSet (`capi_type` `None`), or a Cluster API object whose

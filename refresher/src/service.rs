@@ -117,6 +117,39 @@ pub async fn run(
         }
         None => None,
     };
+    // the healer judges from the first moment with what the policy uses: its settings and rules,
+    // then the stored table (before the first refresh, which may wait on EC2, gives the next); read
+    // before the watches start, so that what they report later is newer
+    let startup = async {
+        let policy = crate::policy_settings::current(
+            refresher.client(),
+            refresher.options().policy_name.as_deref(),
+        )
+        .await;
+        let _ = heal_tx.send(Input::Policy(policy)).await;
+        match refresher.options().store.read(refresher.client()).await {
+            Ok((Some(_), stored)) => {
+                let _ = heal_tx.send(Input::Table(stored.table)).await;
+            }
+            Ok((None, _)) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the stored table; healing waits for the first refresh");
+            }
+        }
+    };
+    tokio::select! {
+        _ = stop.cancelled() => {
+            for t in tasks {
+                t.abort();
+            }
+            return;
+        }
+        done = tokio::time::timeout(STARTUP_READS, startup) => {
+            if done.is_err() {
+                tracing::warn!("reading the policy and the stored table took over 10 s; healing waits for the first refresh");
+            }
+        }
+    }
     tasks.extend(heal_loop::spawn_watches(
         &refresher,
         capi_seen,
@@ -138,17 +171,6 @@ pub async fn run(
         heal_tx.clone(),
         stop.clone(),
     )));
-    // the healer judges with the table the policy reads from the first moment: the stored one,
-    // sent before any refresh's, until the first refresh (which may wait on EC2) gives the next
-    match refresher.options().store.read(refresher.client()).await {
-        Ok((Some(_), stored)) => {
-            let _ = heal_tx.send(Input::Table(stored.table)).await;
-        }
-        Ok((None, _)) => {}
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the stored table; healing waits for the first refresh");
-        }
-    }
     let mut next_full = Instant::now();
     let mut pending: BTreeSet<Need> = BTreeSet::new();
     let mut next_pending: Option<Instant> = None;
@@ -252,6 +274,9 @@ async fn run_refresh(
         },
     }
 }
+
+/// How long a new leader waits for the policy and the stored table before it goes on without them.
+const STARTUP_READS: Duration = Duration::from_secs(10);
 
 /// How long objects read to resolve Cluster API objects are reused.
 const LOOKUPS_KEPT: Duration = Duration::from_secs(10);
