@@ -25,6 +25,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use world::World;
 
+/// The final leader's refresh whose RSS its last refresh's is compared with.
+const RSS_BASE_REFRESH: u64 = 20;
+
 /// The refresher's healing goal: an object stored wrong is right within 30 s at most.
 const HEAL_GOAL_MAX: Duration = Duration::from_secs(30);
 
@@ -259,24 +262,31 @@ fn main() -> Result<()> {
             &secrets_now,
         ));
     }
+    // the final leader's RSS after its last refresh against after its 20th; when leader changes
+    // left it fewer than 40 refreshes (a short run), against its middle one; under 10 refreshes
+    // there is nothing to compare (said, not a violation: the 300-refresh run is the leak check)
     let mine: Vec<&RssSample> = rss.iter().filter(|s| Some(s.pid) == leader_pid).collect();
-    let at20 = mine.iter().find(|s| s.nth == 20).map(|s| s.kib);
+    let refreshes = mine.last().map_or(0, |s| s.nth);
+    let base_nth = RSS_BASE_REFRESH.min(refreshes / 2);
+    let at_base = mine
+        .iter()
+        .find(|s| s.nth == base_nth && refreshes >= 10)
+        .map(|s| s.kib);
     let last = mine.last().map(|s| s.kib);
-    let rss_ratio = match (at20, last) {
-        (Some(a20), Some(l)) => {
-            let r = l as f64 / a20 as f64;
+    let rss_ratio = match (at_base, last) {
+        (Some(base), Some(l)) => {
+            let r = l as f64 / base as f64;
             if r > 1.2 {
                 violations.push(format!(
-                    "RSS grew {r:.2}× from the final leader's 20th refresh ({a20} KiB) to its last ({l} KiB)"
+                    "RSS grew {r:.2}× from the final leader's refresh {base_nth} ({base} KiB) to its last ({l} KiB)"
                 ));
             }
             Some(r)
         }
         _ => {
-            violations.push(format!(
-                "RSS not comparable: the final leader (pid {leader_pid:?}) did {} refreshes, fewer than 20",
-                mine.len()
-            ));
+            println!(
+                "RSS not compared: the final leader (pid {leader_pid:?}) did {refreshes} refreshes, fewer than 10"
+            );
             None
         }
     };
@@ -329,9 +339,9 @@ fn main() -> Result<()> {
     );
     let first = rss.first().map(|s| s.kib);
     println!(
-        "RSS: first refresh {} KiB; final leader at its refresh 20 {} KiB, at its last {} KiB (ratio {})",
+        "RSS: first refresh {} KiB; final leader at its refresh {base_nth} {} KiB, at its last {} KiB (ratio {})",
         opt(first),
-        opt(at20),
+        opt(at_base),
         opt(last),
         rss_ratio.map_or("-".into(), |r| format!("{r:.3}"))
     );
