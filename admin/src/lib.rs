@@ -218,7 +218,7 @@ pub fn preview_texts(req: &TextRequest<'_>) -> Result<Outcome, InputError> {
     // the API server gives every namespaced object the namespace of its request: a manifest
     // without one (kustomize or `kubectl -n` usually adds it) is created in kubectl's default
     for d in &inputs.objects {
-        if default_namespace(&mut d.object.clone()) {
+        if !names_namespace(&d.object) {
             notes.push(format!(
                 "{}: no metadata.namespace: previewed as created in namespace {DEFAULT_NAMESPACE}",
                 d.origin
@@ -272,8 +272,18 @@ pub fn preview_texts(req: &TextRequest<'_>) -> Result<Outcome, InputError> {
 /// The namespace `kubectl` creates an object in when neither the object nor the command names one.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
+/// Whether `object` names its namespace (`metadata.namespace`, not null).
+pub fn names_namespace(object: &Value) -> bool {
+    object
+        .pointer("/metadata/namespace")
+        .is_some_and(|n| !n.is_null())
+}
+
 /// Sets `metadata.namespace` to [`DEFAULT_NAMESPACE`] when it is missing; whether it did.
 pub fn default_namespace(object: &mut Value) -> bool {
+    if names_namespace(object) {
+        return false;
+    }
     let Some(meta) = object.as_object_mut().map(|o| {
         o.entry("metadata")
             .or_insert_with(|| Value::Object(Default::default()))
@@ -281,11 +291,11 @@ pub fn default_namespace(object: &mut Value) -> bool {
         return false;
     };
     match meta.as_object_mut() {
-        Some(m) if m.get("namespace").is_none_or(Value::is_null) => {
+        Some(m) => {
             m.insert("namespace".into(), Value::from(DEFAULT_NAMESPACE));
             true
         }
-        _ => false,
+        None => false,
     }
 }
 
@@ -300,9 +310,6 @@ fn sent(
     namespaces: &[Value],
     notes: &mut Vec<String>,
 ) -> Result<(), scope::NotSent> {
-    if !scope.rules_match_object(object, "CREATE") {
-        return Err(scope::NotSent::Rules);
-    }
     let namespace = object
         .pointer("/metadata/namespace")
         .and_then(Value::as_str);
@@ -317,7 +324,9 @@ fn sent(
                     .unwrap_or_default()
             })
     });
+    let decision = scope.decide(object, "CREATE", labels.as_ref());
     if let (Some(ns), None) = (namespace, &labels)
+        && decision != Err(scope::NotSent::Rules)
         && scope.reads_namespace_labels()
     {
         let note = format!(
@@ -328,7 +337,7 @@ fn sent(
             notes.push(note);
         }
     }
-    scope.decide(object, "CREATE", labels.as_ref())
+    decision
 }
 
 #[cfg(test)]

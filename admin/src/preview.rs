@@ -250,14 +250,9 @@ pub fn preview(
     // the object as given with the policy's change: the admitted object differs from it only by
     // a defaulted namespace, which is not printed
     if let Some(mut m) = mutated {
-        let defaulted = doc
-            .object
-            .pointer("/metadata/namespace")
-            .is_none_or(Value::is_null);
-        if let (true, Some(meta)) = (
-            defaulted,
-            m.get_mut("metadata").and_then(Value::as_object_mut),
-        ) {
+        if !crate::names_namespace(&doc.object)
+            && let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut)
+        {
             meta.remove("namespace");
         }
         p.after = m;

@@ -59,14 +59,14 @@ fn name_terms(selector: &Value) -> Value {
 
 /// One write, as the API server matches it against webhooks.
 #[derive(Debug, Clone, Copy)]
-pub struct Write<'a> {
-    pub group: &'a str,
-    pub version: &'a str,
+struct Write<'a> {
+    group: &'a str,
+    version: &'a str,
     /// The plural (`machinesets`).
-    pub resource: &'a str,
-    pub operation: &'a str,
+    resource: &'a str,
+    operation: &'a str,
     /// `metadata.labels` of the object.
-    pub object_labels: &'a Map<String, Value>,
+    object_labels: &'a Map<String, Value>,
 }
 
 /// The plural the CRDs of every kind this project reads use: the lower-case kind + `s`, `y` →
@@ -135,26 +135,25 @@ pub struct Scope {
     exact: bool,
     object_selector: Value,
     namespace_selector: Value,
+    /// Its terms on the namespace-name label only: what can be judged without the labels.
+    namespace_name_terms: Value,
 }
 
 impl Scope {
     /// The scope of a ClusterAdmissionPolicy's `spec`, its policy servers in `deployments_namespace`.
     pub fn of_policy(spec: &Value, deployments_namespace: &str) -> Scope {
+        let namespace_selector = webhook_namespace_selector(spec, deployments_namespace);
         Scope {
             rules: spec["rules"].as_array().cloned().unwrap_or_default(),
             exact: spec["matchPolicy"] == "Exact",
             object_selector: spec["objectSelector"].clone(),
-            namespace_selector: webhook_namespace_selector(spec, deployments_namespace),
+            namespace_name_terms: name_terms(&namespace_selector),
+            namespace_selector,
         }
     }
 
-    /// The webhook's namespaceSelector.
-    pub fn namespace_selector(&self) -> &Value {
-        &self.namespace_selector
-    }
-
     /// The label keys the namespaceSelector reads.
-    pub fn namespace_label_keys(&self) -> Vec<&str> {
+    fn namespace_label_keys(&self) -> Vec<&str> {
         let sel = &self.namespace_selector;
         let mut keys: Vec<&str> = sel["matchLabels"]
             .as_object()
@@ -174,7 +173,7 @@ impl Scope {
     }
 
     /// Whether a rule names the write (namespaced objects only).
-    pub fn rules_match(&self, w: &Write<'_>) -> bool {
+    fn rules_match(&self, w: &Write<'_>) -> bool {
         let has = |rule: &Value, field: &str, value: &str| {
             rule[field]
                 .as_array()
@@ -234,27 +233,11 @@ impl Scope {
         let namespace = object
             .pointer("/metadata/namespace")
             .and_then(Value::as_str);
-        match namespace_labels {
-            Some(labels) => self.sends(&write, namespace.map(|n| (n, labels))),
-            None => Scope {
-                namespace_selector: name_terms(&self.namespace_selector),
-                ..self.clone()
-            }
-            .sends(&write, namespace.map(|n| (n, &empty))),
-        }
-    }
-
-    /// Whether a rule names a write of `object` with `operation` (its selectors aside).
-    pub fn rules_match_object(&self, object: &Value, operation: &str) -> bool {
-        let (group, version, _, resource) = resource_of(object);
-        let empty = Map::new();
-        self.rules_match(&Write {
-            group,
-            version,
-            resource: &resource,
-            operation,
-            object_labels: &empty,
-        })
+        let (selector, labels) = match namespace_labels {
+            Some(labels) => (&self.namespace_selector, labels),
+            None => (&self.namespace_name_terms, &empty),
+        };
+        self.sends(&write, namespace.map(|n| (n, labels)), selector)
     }
 
     /// Whether a term of the namespaceSelector reads a label other than the namespace's name.
@@ -265,11 +248,13 @@ impl Scope {
     }
 
     /// Whether the API server sends `w` to the policy, its namespace carrying `namespace_labels`
-    /// (`None`: the object names no namespace, so the namespaceSelector is not decided here).
-    pub fn sends(
+    /// judged by `namespace_selector` (`None`: the object names no namespace, so the
+    /// namespaceSelector is not decided here).
+    fn sends(
         &self,
         w: &Write<'_>,
         namespace: Option<(&str, &Map<String, Value>)>,
+        namespace_selector: &Value,
     ) -> Result<(), NotSent> {
         if !self.rules_match(w) {
             return Err(NotSent::Rules);
@@ -282,7 +267,7 @@ impl Scope {
         if let Some((name, labels)) = namespace {
             let mut labels = labels.clone();
             labels.insert(NAMESPACE_NAME_LABEL.to_string(), Value::from(name));
-            if !crate::capi::selector_matches(&self.namespace_selector, &labels) {
+            if !crate::capi::selector_matches(namespace_selector, &labels) {
                 return Err(NotSent::NamespaceSelector {
                     namespace: name.to_string(),
                 });
@@ -332,7 +317,7 @@ mod tests {
     fn the_controller_drops_match_labels_and_excludes_its_namespace() {
         let scope = Scope::of_policy(&deploy_spec(), "kubewarden");
         assert_eq!(
-            *scope.namespace_selector(),
+            scope.namespace_selector,
             json!({"matchExpressions": [
                 {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kubewarden"]},
                 {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["openshift-machine-api"]},
@@ -357,21 +342,28 @@ mod tests {
         let ms = write("machine.openshift.io", "v1beta1", "machinesets", &none);
         let no_labels = Map::new();
         assert_eq!(
-            scope.sends(&ms, Some(("openshift-machine-api", &no_labels))),
+            scope.sends(
+                &ms,
+                Some(("openshift-machine-api", &no_labels)),
+                &scope.namespace_selector
+            ),
             Ok(())
         );
         // matchLabels were dropped: the label is not needed
         assert_eq!(
-            scope.sends(&ms, Some(("team-a", &no_labels))),
+            scope.sends(&ms, Some(("team-a", &no_labels)), &scope.namespace_selector),
             Err(NotSent::NamespaceSelector {
                 namespace: "team-a".into()
             })
         );
-        assert_eq!(scope.sends(&ms, None), Ok(()));
+        assert_eq!(scope.sends(&ms, None, &scope.namespace_selector), Ok(()));
         let md = write("cluster.x-k8s.io", "v1beta2", "machinedeployments", &none);
         assert!(scope.rules_match(&md));
         let pod = write("", "v1", "pods", &none);
-        assert_eq!(scope.sends(&pod, None), Err(NotSent::Rules));
+        assert_eq!(
+            scope.sends(&pod, None, &scope.namespace_selector),
+            Err(NotSent::Rules)
+        );
         let delete = Write {
             operation: "DELETE",
             ..ms
@@ -466,22 +458,31 @@ mod tests {
             "resources": ["*/*"], "operations": ["*"]}],
             "objectSelector": {"matchLabels": {"autoscale": "true"}}});
         let scope = Scope::of_policy(&selected, "kw");
-        assert_eq!(scope.sends(&md2, None), Err(NotSent::ObjectSelector));
+        assert_eq!(
+            scope.sends(&md2, None, &scope.namespace_selector),
+            Err(NotSent::ObjectSelector)
+        );
         let labels = json!({"autoscale": "true"}).as_object().cloned().unwrap();
         let labelled = Write {
             object_labels: &labels,
             ..md2
         };
-        assert_eq!(scope.sends(&labelled, None), Ok(()));
+        assert_eq!(
+            scope.sends(&labelled, None, &scope.namespace_selector),
+            Ok(())
+        );
         // the controller's own namespace is never sent
         assert_eq!(
-            scope.sends(&labelled, Some(("kw", &none))),
+            scope.sends(&labelled, Some(("kw", &none)), &scope.namespace_selector),
             Err(NotSent::NamespaceSelector {
                 namespace: "kw".into()
             })
         );
         selected["allowInsideAdmissionControllerNamespace"] = json!(true);
         let scope = Scope::of_policy(&selected, "kw");
-        assert_eq!(scope.sends(&labelled, Some(("kw", &none))), Ok(()));
+        assert_eq!(
+            scope.sends(&labelled, Some(("kw", &none)), &scope.namespace_selector),
+            Ok(())
+        );
     }
 }

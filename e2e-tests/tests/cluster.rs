@@ -486,17 +486,21 @@ impl World {
         Ok(())
     }
 
-    /// The policy server's configuration from the ClusterAdmissionPolicy as stored now (as the
-    /// Kubewarden controller renders it); the policy.
-    fn configure_policy_server(&mut self) -> Result<Value> {
-        let cap = self
-            .cluster
+    /// The ClusterAdmissionPolicy as stored now.
+    fn stored_policy(&self) -> Result<Value> {
+        self.cluster
             .get(
                 "clusteradmissionpolicies.policies.kubewarden.io",
                 None,
                 "capa-annotator",
             )?
-            .context("the ClusterAdmissionPolicy")?;
+            .context("the ClusterAdmissionPolicy")
+    }
+
+    /// The policy server's configuration from the ClusterAdmissionPolicy as stored now (as the
+    /// Kubewarden controller renders it); the policy.
+    fn configure_policy_server(&mut self) -> Result<Value> {
+        let cap = self.stored_policy()?;
         let module = std::env::var("CAPA_ANNOTATED_POLICY")
             .map(PathBuf::from)
             .unwrap_or_else(|_| paths::workspace().join("annotated-policy.wasm"));
@@ -724,14 +728,7 @@ fn deploy_and_its_examples_pass_strict_server_side_apply(w: &mut World) -> Resul
     ensure!(!err.contains("Warning"), "the server warned: {err}");
     // what was stored is what was applied: no field of the policy was pruned or rewritten by the
     // CRD's schema (Kubewarden's CRD defaults others, e.g. backgroundAudit)
-    let cap = w
-        .cluster
-        .get(
-            "clusteradmissionpolicies.policies.kubewarden.io",
-            None,
-            "capa-annotator",
-        )?
-        .context("the ClusterAdmissionPolicy")?;
+    let cap = w.stored_policy()?;
     let rendered = w
         .manifests
         .find("ClusterAdmissionPolicy", "capa-annotator")
