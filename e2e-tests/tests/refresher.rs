@@ -1,5 +1,9 @@
 //! End-to-end tests of the real `capa-refresher` binary against real servers on 127.0.0.1: the fake
 //! Kubernetes API server (in this process) and moto behind our paging/fault proxy (processes).
+//! What a refresh decides for each object, Secret and region is tested in-process, against fakes
+//! (capa-refresher's `scan` and `refresh` unit tests); these tests keep what needs the real
+//! process: the AWS SDK's paging, retries, credential providers and TLS, the Kubernetes client's
+//! conflicts, leader election, the HTTP endpoints and signals.
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 
 use capa_core::table::{Table, TypeName};
@@ -216,35 +220,6 @@ fn fresh_cluster_one_refresh_fills_the_table() {
 }
 
 #[test]
-fn one_scan_per_region_whatever_the_machinesets_and_secrets() {
-    let c = Cluster::new();
-    c.secret("creds-a", "AKIAAAA", "secret-a");
-    c.secret("creds-b", "AKIABBB", "secret-b");
-    c.machineset("eu-1", "eu-west-3", "m5.large", "creds-a");
-    c.machineset("eu-2", "eu-west-3", "m5.xlarge", "creds-b");
-    c.machineset("eu-3", "eu-west-3", "c6g.xlarge", "creds-a");
-    c.machineset("us-1", "us-east-1", "m5.large", "creds-a");
-    c.machineset("us-2", "us-west-2", "m5.large", "creds-b");
-    assert!(c.once(&[]).status.success());
-    for region in ["eu-west-3", "us-east-1", "us-west-2"] {
-        assert_eq!(
-            c.ec2.count("DescribeInstanceTypes", Some(region)).unwrap(),
-            PAGES,
-            "{region}: one full scan"
-        );
-    }
-    assert_eq!(
-        c.ec2.count("DescribeInstanceTypes", None).unwrap(),
-        3 * PAGES
-    );
-    let ann = &c.configmap().unwrap()["metadata"]["annotations"];
-    assert_eq!(
-        ann["capa-annotator.io/regions"],
-        "eu-west-3,us-east-1,us-west-2"
-    );
-}
-
-#[test]
 fn throttled_twice_then_ok() {
     let c = Cluster::new();
     c.secret("aws-creds", "AKIAE2E", "s");
@@ -331,30 +306,6 @@ fn auth_failure_in_one_group_keeps_entries_and_warns() {
 }
 
 #[test]
-fn missing_secret_is_reported_and_others_go_on() {
-    let c = Cluster::new();
-    c.secret("good", "AKIAE2E", "s");
-    c.machineset("ok", "eu-west-3", "m5.large", "good");
-    c.machineset("orphan", "us-east-1", "m5.large", "does-not-exist");
-    let out = c.once(&[]);
-    assert!(!out.status.success());
-    assert_eq!(c.table().len(), 1263);
-    let events = c.events();
-    let e = events
-        .iter()
-        .find(|e| e["involvedObject"]["name"] == "orphan")
-        .expect("event on orphan");
-    assert!(
-        e["message"]
-            .as_str()
-            .unwrap()
-            .contains("does-not-exist not found"),
-        "{e}"
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("does-not-exist"));
-}
-
-#[test]
 fn conflicting_writer_is_retried_and_nothing_is_lost() {
     let c = Cluster::new();
     c.secret("aws-creds", "AKIAE2E", "s");
@@ -377,22 +328,6 @@ fn conflicting_writer_is_retried_and_nothing_is_lost() {
     assert!(
         c.requests("update", "configmaps") >= 2,
         "a conflict, then a successful write"
-    );
-}
-
-#[test]
-fn unchanged_table_is_not_written_again() {
-    let c = Cluster::new();
-    c.secret("aws-creds", "AKIAE2E", "s");
-    c.machineset("w1", "eu-west-3", "m5.large", "aws-creds");
-    assert!(c.once(&[]).status.success());
-    let rv = c.configmap().unwrap()["metadata"]["resourceVersion"].clone();
-    let writes = c.requests("create", "configmaps") + c.requests("update", "configmaps");
-    assert!(c.once(&[]).status.success());
-    assert_eq!(c.configmap().unwrap()["metadata"]["resourceVersion"], rv);
-    assert_eq!(
-        c.requests("create", "configmaps") + c.requests("update", "configmaps"),
-        writes
     );
 }
 
@@ -702,23 +637,6 @@ fn dry_run_snapshot_from_a_cluster_is_the_builtin_file() {
 }
 
 #[test]
-fn unknown_instance_type_gets_a_failed_update_event() {
-    let c = Cluster::new();
-    c.secret("aws-creds", "AKIAE2E", "s");
-    c.machineset("typo", "eu-west-3", "m5.xlargee", "aws-creds");
-    c.machineset("fine", "eu-west-3", "m5.large", "aws-creds");
-    assert!(c.once(&[]).status.success());
-    let events = c.events();
-    let e = events
-        .iter()
-        .find(|e| e["involvedObject"]["name"] == "typo")
-        .expect("event");
-    assert_eq!(e["reason"], "FailedUpdate");
-    assert_eq!(e["type"], "Warning");
-    assert!(events.iter().all(|e| e["involvedObject"]["name"] != "fine"));
-}
-
-#[test]
 fn new_machineset_in_a_new_region_is_refreshed_within_a_minute() {
     let c = Cluster::new();
     c.secret("aws-creds", "AKIAE2E", "s");
@@ -763,76 +681,6 @@ fn new_machineset_in_a_new_region_is_refreshed_within_a_minute() {
             .cloned()
     });
     assert!(ms.is_some());
-}
-
-#[test]
-fn invalid_region_is_reported_and_skipped() {
-    let c = Cluster::new();
-    c.secret("aws-creds", "AKIAE2E", "s");
-    c.machineset("ok", "eu-west-3", "m5.large", "aws-creds");
-    c.machineset("mars", "mars-east-1", "m5.large", "aws-creds");
-    let out = c.once(&[]);
-    assert!(!out.status.success(), "a skipped region fails --once");
-    assert_eq!(c.table().len(), 1263, "the valid region was refreshed");
-    assert_eq!(
-        c.ec2
-            .count("DescribeInstanceTypes", Some("mars-east-1"))
-            .unwrap(),
-        0,
-        "no scan of an invalid region"
-    );
-    let events = c.events();
-    let e = events
-        .iter()
-        .find(|e| e["involvedObject"]["name"] == "mars")
-        .expect("event on the MachineSet");
-    assert!(
-        e["message"]
-            .as_str()
-            .unwrap()
-            .contains("region mars-east-1 is not a valid region"),
-        "{e}"
-    );
-    // DescribeRegions is cached per access key: one call for both regions
-    assert_eq!(c.ec2.count("DescribeRegions", None).unwrap(), 1);
-}
-
-#[test]
-fn next_secret_of_a_region_is_tried_when_one_fails() {
-    let c = Cluster::new();
-    c.secret("a-broken", "AKIABROKEN", "s");
-    c.secret("b-working", "AKIAWORKS", "s");
-    c.machineset("w1", "eu-west-3", "m5.large", "a-broken");
-    c.machineset("w2", "eu-west-3", "m5.xlarge", "b-working");
-    c.ec2
-        .fault(json!({"action": "DescribeInstanceTypes", "access_key": "AKIABROKEN", "status": 401, "code": "AuthFailure"}))
-        .unwrap();
-    let out = c.once(&[]);
-    assert!(!out.status.success(), "the broken Secret is reported");
-    assert_eq!(
-        c.table().len(),
-        1263,
-        "the region was refreshed with the other Secret"
-    );
-    let scans: Vec<Value> = c
-        .ec2
-        .calls()
-        .unwrap()
-        .into_iter()
-        .filter(|x| x["action"] == "DescribeInstanceTypes")
-        .collect();
-    assert_eq!(
-        scans.len(),
-        PAGES + 1,
-        "one failed call, then one full scan"
-    );
-    assert_eq!(scans[0]["access_key"], "AKIABROKEN");
-    assert!(scans[1..].iter().all(|x| x["access_key"] == "AKIAWORKS"));
-    assert!(
-        c.events()
-            .iter()
-            .any(|e| e["involvedObject"]["name"] == "w1" && e["type"] == "Warning")
-    );
 }
 
 #[test]
@@ -1114,35 +962,6 @@ fn custom_ca_bundle_from_kube_cloud_config_is_trusted() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("CA bundle"),
         "names the CA bundle"
-    );
-}
-
-#[test]
-fn not_opted_in_region_is_reported_on_the_secret() {
-    let c = Cluster::new();
-    c.secret("aws-creds", "AKIAE2E", "s");
-    c.machineset("ok", "eu-west-3", "m5.large", "aws-creds");
-    c.machineset("cape", "me-south-1", "m5.large", "aws-creds");
-    let out = c.once(&[]);
-    assert!(!out.status.success());
-    assert_eq!(c.table().len(), 1263);
-    assert_eq!(
-        c.ec2
-            .count("DescribeInstanceTypes", Some("af-south-1"))
-            .unwrap(),
-        0
-    );
-    let events = c.events();
-    let e = events
-        .iter()
-        .find(|e| e["involvedObject"]["name"] == "cape")
-        .expect("event");
-    assert!(
-        e["message"]
-            .as_str()
-            .unwrap()
-            .contains("region me-south-1 is not opted in"),
-        "{e}"
     );
 }
 

@@ -3,6 +3,7 @@
 //! SIGTERM.
 
 use crate::config::Config;
+use crate::context::Context;
 use crate::{
     capi, heal, leader, metrics, output, refresh, server, service, standalone, stored_table,
     table_store,
@@ -38,11 +39,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
         }),
         policy_name: Some(cfg.policy_name.clone()).filter(|n| !n.is_empty()),
     };
-    let budget = Arc::new(std::sync::Mutex::new(heal::Budget::new(
-        cfg.max_readmissions_per_minute,
-    )));
-    let refresher = refresh::Refresher::new(client.clone(), opts, metrics.clone())
-        .with_readmit_budget(budget.clone());
+    let ctx = Context::new(client.clone(), metrics.clone())
+        .with_readmissions_per_minute(cfg.max_readmissions_per_minute);
+    let budget = ctx.budget.clone();
+    let refresher = refresh::Refresher::new(ctx, opts);
 
     if cfg.once || cfg.dry_run {
         let refresher = refresher;

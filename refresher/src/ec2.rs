@@ -2,6 +2,7 @@
 //! bundle; the two calls the refresher makes, and the classification of their failures.
 
 use crate::credentials::AwsCredentials;
+use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::region_cache::RegionInfo;
 use aws_credential_types::Credentials;
@@ -15,6 +16,7 @@ use aws_sdk_ec2::config::{BehaviorVersion, Region, SharedHttpClient};
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
 use capa_core::ec2::{GpuDevice, InstanceTypeInfo};
+use futures::future::BoxFuture;
 use std::time::Duration;
 
 /// Page size of DescribeInstanceTypes (the API's maximum).
@@ -90,7 +92,7 @@ where
 }
 
 /// The HTTP client of every EC2 (and STS) call: system roots plus the cluster's CA bundle.
-pub fn http_client(ca_bundle: Option<&[u8]>) -> anyhow::Result<SharedHttpClient> {
+pub fn http_client(ca_bundle: Option<&[u8]>) -> Result<SharedHttpClient, Error> {
     let mut trust = TrustStore::default();
     if let Some(pem) = ca_bundle {
         validate_pem(pem)?;
@@ -99,7 +101,7 @@ pub fn http_client(ca_bundle: Option<&[u8]>) -> anyhow::Result<SharedHttpClient>
     let ctx = TlsContext::builder()
         .with_trust_store(trust)
         .build()
-        .map_err(|e| anyhow::anyhow!("TLS settings of the EC2 client: {e}"))?;
+        .map_err(|e| Error::CaBundle(format!("TLS settings of the EC2 client: {e}")))?;
     Ok(aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
         .tls_context(ctx)
@@ -107,18 +109,21 @@ pub fn http_client(ca_bundle: Option<&[u8]>) -> anyhow::Result<SharedHttpClient>
 }
 
 /// The SDK parses the bundle lazily and panics on bad PEM: check it first.
-fn validate_pem(pem: &[u8]) -> anyhow::Result<()> {
+pub fn validate_pem(pem: &[u8]) -> Result<(), Error> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| {
-            anyhow::anyhow!("the CA bundle (kube-cloud-config ca-bundle.pem) is not valid PEM: {e}")
+            Error::CaBundle(format!(
+                "the CA bundle (kube-cloud-config ca-bundle.pem) is not valid PEM: {e}"
+            ))
         })?;
-    anyhow::ensure!(
-        !certs.is_empty(),
-        "the CA bundle (kube-cloud-config ca-bundle.pem) holds no CERTIFICATE block"
-    );
+    if certs.is_empty() {
+        return Err(Error::CaBundle(
+            "the CA bundle (kube-cloud-config ca-bundle.pem) holds no CERTIFICATE block".into(),
+        ));
+    }
     Ok(())
 }
 
@@ -206,7 +211,90 @@ pub fn credentials_provider(
     }
 }
 
-/// An EC2 client for one region and one set of credentials.
+/// The two EC2 calls of a scan, for one region and one set of credentials: the SDK's client
+/// ([`Ec2`]) in the service, a fake in unit tests.
+pub trait Ec2Api: Send + Sync {
+    /// `DescribeRegions(AllRegions=true)`.
+    fn describe_regions<'a>(
+        &'a self,
+        metrics: &'a Metrics,
+    ) -> BoxFuture<'a, Result<Vec<RegionInfo>, Ec2Error>>;
+    /// Every instance type of the region, all pages.
+    fn describe_instance_types<'a>(
+        &'a self,
+        metrics: &'a Metrics,
+    ) -> BoxFuture<'a, Result<Vec<InstanceTypeInfo>, Ec2Error>>;
+}
+
+/// Where an EC2 client goes, and as whom.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub credentials: &'a AwsCredentials,
+    pub region: &'a str,
+    /// A custom endpoint; `None`: the SDK's for the region.
+    pub endpoint: Option<&'a str>,
+    /// Trusted besides the system roots (the cluster's `kube-cloud-config`).
+    pub ca_bundle: Option<&'a [u8]>,
+}
+
+/// Makes EC2 clients.
+pub trait Ec2Connect: Send + Sync {
+    fn connect(&self, target: &Target<'_>) -> Result<Box<dyn Ec2Api>, Error>;
+}
+
+/// The AWS SDK's clients; they share one HTTP client (and its connections) while the CA bundle
+/// stays the same.
+#[derive(Default)]
+pub struct SdkConnect {
+    http: std::sync::Mutex<Option<(Option<Vec<u8>>, SharedHttpClient)>>,
+}
+
+impl SdkConnect {
+    fn http(&self, ca_bundle: Option<&[u8]>) -> Result<SharedHttpClient, Error> {
+        let mut slot = self
+            .http
+            .lock()
+            .map_err(|_| Error::CaBundle("the EC2 HTTP client's lock is poisoned".into()))?;
+        if let Some((ca, http)) = slot.as_ref()
+            && ca.as_deref() == ca_bundle
+        {
+            return Ok(http.clone());
+        }
+        let http = http_client(ca_bundle)?;
+        *slot = Some((ca_bundle.map(<[u8]>::to_vec), http.clone()));
+        Ok(http)
+    }
+}
+
+impl Ec2Connect for SdkConnect {
+    fn connect(&self, t: &Target<'_>) -> Result<Box<dyn Ec2Api>, Error> {
+        let http = self.http(t.ca_bundle)?;
+        Ok(Box::new(Ec2::new(
+            t.credentials,
+            t.region,
+            t.endpoint,
+            &http,
+        )))
+    }
+}
+
+impl Ec2Api for Ec2 {
+    fn describe_regions<'a>(
+        &'a self,
+        metrics: &'a Metrics,
+    ) -> BoxFuture<'a, Result<Vec<RegionInfo>, Ec2Error>> {
+        Box::pin(Ec2::describe_regions(self, metrics))
+    }
+
+    fn describe_instance_types<'a>(
+        &'a self,
+        metrics: &'a Metrics,
+    ) -> BoxFuture<'a, Result<Vec<InstanceTypeInfo>, Ec2Error>> {
+        Box::pin(Ec2::describe_instance_types(self, metrics))
+    }
+}
+
+/// An EC2 client of the AWS SDK for one region and one set of credentials.
 pub struct Ec2 {
     client: aws_sdk_ec2::Client,
     region: String,

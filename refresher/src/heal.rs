@@ -18,6 +18,7 @@
 //! - every re-admission (the refresh's too) takes a slot of one [`Budget`]: at most
 //!   `per_minute` in any 60 seconds.
 
+use crate::error::Error;
 use crate::node_groups::{Census, Subject};
 use crate::plan::ObjectRef;
 use crate::policy_settings::Policy;
@@ -150,12 +151,12 @@ pub struct Due {
 }
 
 /// What an attempt led to.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default)]
 pub struct Outcome {
     /// Healed after being wrong this long (since it was first seen wrong).
     pub healed_after: Option<Duration>,
     /// A Warning Event to write on the object.
-    pub warning: Option<String>,
+    pub warning: Option<Error>,
 }
 
 #[derive(Debug, Clone)]
@@ -203,14 +204,14 @@ pub struct Healer {
 pub const BREAKER: usize = 3;
 
 /// What is due now.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default)]
 pub struct Taken {
     /// Re-admissions to make.
     pub readmit: Vec<Due>,
     /// Warning Events of objects due but held back while re-admissions of others keep failing
     /// (only probes are sent): each hold counts as a failed try, and from the second on gives
     /// the Event of its backoff period.
-    pub held: Vec<(ObjectRef, String)>,
+    pub held: Vec<(ObjectRef, Error)>,
 }
 
 impl Healer {
@@ -483,7 +484,7 @@ impl Healer {
     /// Counts a failed try of `at` (`why`: the patch was refused; `None` with the breaker open:
     /// held back): its next try after the backoff, and from its second failure on the Warning
     /// Event text.
-    fn failed(&mut self, at: &ObjectRef, why: Option<&Attempt>, now: Instant) -> Option<String> {
+    fn failed(&mut self, at: &ObjectRef, why: Option<&Attempt>, now: Instant) -> Option<Error> {
         let opts = self.opts;
         let in_a_row = self.failed_in_a_row.len();
         let entry = self.queue.get_mut(at)?;
@@ -495,19 +496,19 @@ impl Healer {
         }
         let next = humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)));
         let likely = "is the policy server reachable (with failurePolicy Ignore, writes pass unannotated while it is down), and does the capa-annotator policy cover this object (active, its rules and namespaceSelector)?";
-        Some(match why {
+        Some(Error::NotHealed(match why {
             Some(Attempt::Failed(why)) => format!(
-                "capa-refresher: cannot re-submit it to the policy ({why}); tried {} times, next in {next}",
+                "cannot re-submit it to the policy ({why}); tried {} times, next in {next}",
                 entry.failures
             ),
             Some(_) => format!(
-                "capa-refresher: re-submitted {} times, but its capacity annotations are still not what the policy writes: {likely} Next try in {next}",
+                "re-submitted {} times, but its capacity annotations are still not what the policy writes: {likely} Next try in {next}",
                 entry.failures
             ),
             None => format!(
-                "capa-refresher: its capacity annotations are not what the policy writes, and the last {in_a_row} objects re-submitted to the policy were not annotated either: {likely} Re-submitted once a probe succeeds; next check in {next}"
+                "its capacity annotations are not what the policy writes, and the last {in_a_row} objects re-submitted to the policy were not annotated either: {likely} Re-submitted once a probe succeeds; next check in {next}"
             ),
-        })
+        }))
     }
 
     /// Records how a re-admission went.
@@ -695,7 +696,12 @@ mod tests {
                 .warning;
             warnings += usize::from(warning.is_some());
             if let Some(w) = &warning {
-                assert!(w.contains("is the policy server reachable"), "{w}");
+                assert_eq!(w.metric_label(), "not_healed");
+                assert!(w.event_message().starts_with("capa-refresher: "), "{w}");
+                assert!(
+                    w.to_string().contains("is the policy server reachable"),
+                    "{w}"
+                );
             }
             let next = h.next_due().unwrap();
             // a watch event of our own patch does not pull it forward
@@ -778,7 +784,10 @@ mod tests {
         assert!(taken.readmit.is_empty(), "{taken:?}");
         assert_eq!(taken.held.len(), 3);
         assert!(
-            taken.held[0].1.contains("were not annotated either"),
+            taken.held[0]
+                .1
+                .to_string()
+                .contains("were not annotated either"),
             "{taken:?}"
         );
         // 5 s after the last try, one of them is tried as a probe
@@ -788,7 +797,10 @@ mod tests {
         assert_eq!(d.len(), 1);
         assert!(d[0].probe);
         let out = h.attempted(&d[0], Attempt::StillWrong, t);
-        assert_eq!(out, Outcome::default(), "no Event for a probe");
+        assert!(
+            out.healed_after.is_none() && out.warning.is_none(),
+            "no Event for a probe"
+        );
         assert_eq!(h.failing(), 3);
         // the held ones wait 4 s from their hold; the next probe 5 s from this one
         assert_eq!(h.next_due(), Some(t + Duration::from_secs(1)));
@@ -865,7 +877,7 @@ mod tests {
                 .warning;
             t = h.next_due().unwrap();
         }
-        let w = last.unwrap();
+        let w = last.unwrap().to_string();
         assert!(
             w.contains("cannot re-submit it to the policy (forbidden: patch)"),
             "{w}"

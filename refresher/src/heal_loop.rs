@@ -98,9 +98,8 @@ async fn readmit_due(
         Ok(mut b) => healer.take_due(Instant::now().into_std(), &mut b),
         Err(_) => return,
     };
-    for (at, message) in taken.held {
-        tracing::warn!(object = %at, %message, "Warning Event");
-        cluster::event(refresher.client(), &at, "Warning", "FailedUpdate", &message).await;
+    for (at, error) in taken.held {
+        refresher.context().warn(&at, &error).await;
     }
     let due = taken.readmit;
     if due.len() > 1 {
@@ -145,16 +144,8 @@ async fn readmit_due(
                 tracing::info!(object = %d.at, probe = d.probe, "re-submitted, but the policy did not annotate it (yet)")
             }
         }
-        if let Some(message) = outcome.warning {
-            tracing::warn!(object = %d.at, %message, "Warning Event");
-            cluster::event(
-                refresher.client(),
-                &d.at,
-                "Warning",
-                "FailedUpdate",
-                &message,
-            )
-            .await;
+        if let Some(error) = outcome.warning {
+            refresher.context().warn(&d.at, &error).await;
         }
     }
 }

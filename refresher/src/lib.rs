@@ -8,8 +8,10 @@ mod app;
 pub mod capi;
 pub mod cluster;
 pub mod config;
+pub mod context;
 pub mod credentials;
 pub mod ec2;
+pub mod error;
 pub mod heal;
 pub mod heal_loop;
 pub mod leader;
@@ -22,11 +24,16 @@ pub mod rate_limit;
 pub mod readmit;
 pub mod refresh;
 pub mod region_cache;
+pub mod scan;
 pub mod server;
 pub mod service;
 pub mod standalone;
 pub mod stored_table;
 pub mod table_store;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;
 
 pub use app::run;
+pub use context::Context;
+pub use error::Error;

@@ -15,6 +15,11 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabel {
+    error: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeGroupLabels {
     api: &'static str,
     state: &'static str,
@@ -40,6 +45,7 @@ pub struct Metrics {
     oldest_wrong_age: Gauge<f64, AtomicU64>,
     heal_seconds: Histogram,
     heal_pending: Gauge,
+    errors: Family<ErrorLabel, Counter>,
     /// Since when the oldest node group has not been right (the age is computed at each scrape).
     oldest_wrong_since: std::sync::Mutex<Option<SystemTime>>,
 }
@@ -121,7 +127,14 @@ impl Metrics {
             "Objects waiting to be re-submitted to the policy (debounce, backoff or the re-admission cap)",
             heal_pending.clone(),
         );
+        let errors = Family::<ErrorLabel, Counter>::default();
+        registry.register(
+            "errors",
+            "Errors by kind (the error label: kube_api, ca_bundle, table_conflict, credentials, ec2, region, lease, unknown_instance_type, template_unreadable, scan_target, not_healed): each refresh that failed as a whole, and each Warning Event put on an object",
+            errors.clone(),
+        );
         Metrics {
+            errors,
             heal_seconds,
             heal_pending,
             registry,
@@ -163,6 +176,13 @@ impl Metrics {
                 .unwrap_or(0.0);
             self.last_success.set(now);
         }
+    }
+
+    /// One error of the kind `label` ([`crate::Error::metric_label`]).
+    pub fn error(&self, label: &'static str) {
+        self.errors
+            .get_or_create(&ErrorLabel { error: label })
+            .inc();
     }
 
     pub fn readmitted(&self) {
@@ -240,6 +260,7 @@ mod tests {
         m.ec2_call("DescribeInstanceTypes", "success");
         m.refresh_done("success", Duration::from_millis(300), 1263);
         m.readmitted();
+        m.error("credentials");
         let text = m.render();
         for needle in [
             "capa_refresher_ec2_calls_total{operation=\"DescribeInstanceTypes\",result=\"success\"} 1",
@@ -249,6 +270,7 @@ mod tests {
             "capa_refresher_refresh_duration_seconds_count 1",
             "capa_refresher_last_success_timestamp_seconds",
             "capa_refresher_oldest_wrong_node_group_age_seconds 0",
+            "capa_refresher_errors_total{error=\"credentials\"} 1",
         ] {
             assert!(text.contains(needle), "{needle} missing in:\n{text}");
         }

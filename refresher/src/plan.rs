@@ -2,6 +2,8 @@
 //! Cluster API objects `capi.rs` resolved), so that a region is scanned at most once per refresh
 //! however many objects and Secrets point at it.
 
+use crate::capi::CapiObject;
+use crate::error::Error;
 use capa_core::machineset;
 use capa_core::provider_spec::{self, ProviderSpec};
 use serde_json::Value;
@@ -168,6 +170,45 @@ pub fn plan<'a>(machinesets: impl IntoIterator<Item = &'a Value>) -> Plan {
 }
 
 impl Plan {
+    /// Adds the Cluster API objects whose region and credentials are known; the Warning Events
+    /// for the others (a template that cannot be read, a region or credentials not found).
+    pub fn add_cluster_api(&mut self, objects: &[CapiObject]) -> Vec<(ObjectRef, Error)> {
+        let mut warnings = Vec::new();
+        for o in objects {
+            match (&o.instance_type, &o.scan) {
+                (Err(why), _) => {
+                    tracing::warn!(object = %o.at, reason = %why, "instance type unknown; skipped");
+                    warnings.push((o.at.clone(), Error::TemplateUnreadable(why.clone())));
+                }
+                (Ok(_), Ok((region, credentials))) => {
+                    self.add(region, credentials.clone(), o.at.clone());
+                }
+                (Ok(_), Err(why)) => {
+                    tracing::warn!(object = %o.at, reason = %why, "region or credentials unknown; its region is not scanned");
+                    warnings.push((o.at.clone(), Error::ScanTarget(why.clone())));
+                }
+            }
+        }
+        warnings
+    }
+
+    /// Logs the MachineSets that take no part.
+    pub fn log_skipped(&self) {
+        for s in &self.skipped {
+            match s {
+                Skipped::Unreadable(at, why) => {
+                    tracing::warn!(machineset = %at, reason = %why, "provider spec unreadable; skipped")
+                }
+                Skipped::NoRegion(at) => {
+                    tracing::warn!(machineset = %at, "no providerSpec.value.placement.region; skipped")
+                }
+                Skipped::NoCredentials(at) => {
+                    tracing::warn!(machineset = %at, "no providerSpec.value.credentialsSecret.name; skipped")
+                }
+            }
+        }
+    }
+
     /// `at` needs `region`, scanned with `credentials`.
     pub fn add(&mut self, region: &str, credentials: CredentialsRef, at: ObjectRef) {
         self.regions
@@ -222,6 +263,53 @@ mod tests {
             matches!(us.secrets.keys().next().unwrap(), CredentialsRef::Secret(s) if s.namespace == "b")
         );
         assert!(p.skipped.is_empty());
+    }
+
+    #[test]
+    fn cluster_api_objects_join_their_region_or_say_what_is_missing() {
+        let at = |n: &str| ObjectRef {
+            namespace: "capi".into(),
+            name: n.into(),
+            api_version: "cluster.x-k8s.io/v1beta1".into(),
+            kind: "MachineDeployment".into(),
+        };
+        let object =
+            |n: &str, instance_type: Result<&str, &str>, scan: Result<&str, &str>| CapiObject {
+                object: json!({}),
+                at: at(n),
+                instance_type: instance_type.map(str::to_string).map_err(str::to_string),
+                scan: scan
+                    .map(|r| (r.to_string(), CredentialsRef::DefaultChain))
+                    .map_err(str::to_string),
+            };
+        let mut p = plan(&[ms("a", "w1", Some("eu-west-3"), Some("s1"))]);
+        let warnings = p.add_cluster_api(&[
+            object("ok", Ok("m5.large"), Ok("eu-west-3")),
+            object(
+                "no-template",
+                Err("AWSMachineTemplate capi/t was not found"),
+                Ok("eu-west-3"),
+            ),
+            object(
+                "no-region",
+                Ok("m5.large"),
+                Err("AWSCluster capi/c has no spec.region"),
+            ),
+        ]);
+        assert_eq!(p.regions.len(), 1);
+        let eu = &p.regions["eu-west-3"];
+        assert_eq!(eu.secrets[&CredentialsRef::DefaultChain], vec![at("ok")]);
+        let texts: Vec<_> = warnings
+            .iter()
+            .map(|(at, e)| format!("{} {}: {}", at.name, e.metric_label(), e))
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "no-template template_unreadable: AWSMachineTemplate capi/t was not found; it is re-admitted at the first refresh after the template can be read",
+                "no-region scan_target: AWSCluster capi/c has no spec.region",
+            ]
+        );
     }
 
     #[test]

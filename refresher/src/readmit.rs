@@ -6,6 +6,8 @@
 //! (`respectAuthoritativeAPI`) and its annotation rules (`upstreamCapacityAnnotations`, the Cluster
 //! API key set: `capa_core::annotations::edits_for`).
 
+use crate::error::Error;
+use crate::plan::ObjectRef;
 use capa_annotator_policy::lookup::{self, ConfigMapState};
 use capa_core::Capacity;
 use capa_core::annotations::{self, Options};
@@ -71,6 +73,57 @@ impl Judge<'_> {
             None => decide(obj, self.table, self.settings),
         }
     }
+}
+
+/// One object a refresh judges after its table is known.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    pub at: &'a ObjectRef,
+    pub object: &'a Value,
+    /// `None`: a Machine API MachineSet; else the type its AWSMachineTemplate asks for.
+    pub capi_type: Option<&'a str>,
+    /// Its region was scanned by this refresh.
+    pub scanned: bool,
+}
+
+/// What the re-admission phase of a refresh does.
+#[derive(Debug, Default)]
+pub struct Selection {
+    /// Candidates (by index) to re-submit, with their patches.
+    pub readmit: Vec<(usize, Value)>,
+    /// Warning Events: types neither EC2 nor the settings know, on objects of a region just scanned.
+    pub warnings: Vec<(ObjectRef, Error)>,
+}
+
+/// The objects of the regions just scanned, and every one when the table's data changed, that
+/// differ from what the policy would write; a type unknown after its region's scan is warned about.
+pub fn select(candidates: &[Candidate<'_>], data_changed: bool, judge: Judge<'_>) -> Selection {
+    let mut out = Selection::default();
+    for (i, c) in candidates.iter().enumerate() {
+        if !c.scanned && !data_changed {
+            continue;
+        }
+        match judge.decide(c.object, c.capi_type) {
+            Decision::Ignore | Decision::UpToDate => {}
+            Decision::Readmit(patch) => out.readmit.push((i, patch)),
+            Decision::Unknown(_) if !c.scanned => {}
+            Decision::Unknown(instance_type) => {
+                let field = if c.capi_type.is_some() {
+                    "spec.template.spec.instanceType of its AWSMachineTemplate"
+                } else {
+                    "providerSpec.value.instanceType"
+                };
+                out.warnings.push((
+                    c.at.clone(),
+                    Error::UnknownInstanceType {
+                        instance_type,
+                        field,
+                    },
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// A Machine API MachineSet.
@@ -158,6 +211,82 @@ mod tests {
             },
         );
         t
+    }
+
+    #[test]
+    fn a_refresh_readmits_what_its_scan_or_a_new_table_touches_and_warns_on_unknown_types() {
+        let t = table();
+        let d = Settings::default();
+        let judge = Judge {
+            table: &t,
+            settings: &d,
+            scope: None,
+        };
+        let at = |n: &str| ObjectRef {
+            namespace: "a".into(),
+            name: n.into(),
+            api_version: "machine.openshift.io/v1beta1".into(),
+            kind: "MachineSet".into(),
+        };
+        let (wrong, unknown) = (ms("m5.xlarge", json!({})), ms("zz9.huge", json!({})));
+        let (a, b, c, e) = (
+            at("scanned"),
+            at("elsewhere"),
+            at("unknown"),
+            at("unknown-elsewhere"),
+        );
+        let candidates = [
+            Candidate {
+                at: &a,
+                object: &wrong,
+                capi_type: None,
+                scanned: true,
+            },
+            Candidate {
+                at: &b,
+                object: &wrong,
+                capi_type: None,
+                scanned: false,
+            },
+            Candidate {
+                at: &c,
+                object: &unknown,
+                capi_type: None,
+                scanned: true,
+            },
+            Candidate {
+                at: &e,
+                object: &unknown,
+                capi_type: None,
+                scanned: false,
+            },
+        ];
+        let only_scanned = select(&candidates, false, judge);
+        assert_eq!(
+            only_scanned
+                .readmit
+                .iter()
+                .map(|(i, _)| *i)
+                .collect::<Vec<_>>(),
+            [0]
+        );
+        assert_eq!(only_scanned.warnings.len(), 1);
+        assert_eq!(only_scanned.warnings[0].0, c);
+        assert_eq!(
+            only_scanned.warnings[0].1.to_string(),
+            "unknown instance type zz9.huge: EC2 does not list it; fix providerSpec.value.instanceType or add it to the policy's overrides setting"
+        );
+        let changed = select(&candidates, true, judge);
+        assert_eq!(
+            changed.readmit.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            [0, 1],
+            "a new table concerns every object"
+        );
+        assert_eq!(
+            changed.warnings.len(),
+            1,
+            "unknown types only warned after their region's scan"
+        );
     }
 
     #[test]

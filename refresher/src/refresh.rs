@@ -1,20 +1,25 @@
-//! One refresh: MachineSets → regions and credentials → at most one full DescribeInstanceTypes scan
-//! per region → merge into the stored table → write on change → re-admit MachineSets.
+//! One refresh, as phases that return data, with the Kubernetes reads and writes at their ends:
+//! read the cluster ([`Refresher::read_inputs`]) → plan the regions and credentials
+//! ([`plan::plan`], [`plan::Plan::add_cluster_api`]) → the regions due
+//! ([`RegionRateLimiter::take_due`]) → scan them, at most one full DescribeInstanceTypes per region
+//! ([`Scanner::scan`]) → the next table, written on change ([`crate::stored_table::next_content`])
+//! → the objects to re-admit ([`readmit::select`]).
 
-use crate::capi::{self, CapiOptions};
+use crate::capi::{self, CapiObject, CapiOptions};
 use crate::cluster;
-use crate::credentials::AwsCredentials;
-use crate::ec2::{Ec2, Ec2Error, FailureKind};
-use crate::heal;
+use crate::context::Context;
+use crate::error::Error;
 use crate::leader::LeaderElector;
 use crate::metrics::Metrics;
 use crate::node_groups;
-use crate::plan::{self, CredentialsRef, ObjectRef, RegionPlan, Skipped};
+use crate::plan::{self, CredentialsRef, ObjectRef};
+use crate::policy_settings::Policy;
 use crate::rate_limit::RegionRateLimiter;
-use crate::readmit::{self, Decision};
-use crate::region_cache::{self, RegionCache};
+use crate::readmit::{self, Candidate, Decision};
+use crate::region_cache::RegionCache;
+use crate::scan::{KubeSecrets, LoadCredentials, Scanner};
 use crate::table_store::{TableStore, WriteOutcome};
-use capa_core::table::{Table, TypeName};
+use capa_core::table::Table;
 use kube::Client;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -81,28 +86,25 @@ pub struct Options {
     pub policy_name: Option<String>,
 }
 
-/// `--max-readmissions-per-minute`'s default: client-go's default rate (5 requests a second).
-pub const DEFAULT_READMISSIONS_PER_MINUTE: usize = 300;
+pub use crate::context::DEFAULT_READMISSIONS_PER_MINUTE;
+pub use crate::scan::add_scanned;
 
-/// Adds what a region's scan listed to `table`; items that cannot become entries are logged and
-/// skipped.
-pub fn add_scanned(table: &mut Table, region: &str, items: &[capa_core::ec2::InstanceTypeInfo]) {
-    for item in items {
-        match (item.capacity(), TypeName::parse(&item.instance_type)) {
-            (Ok(cap), Ok(name)) => {
-                table.insert(name, cap);
-            }
-            (Err(e), _) => tracing::warn!(region, error = %e, "instance type skipped"),
-            (_, Err(e)) => tracing::warn!(region, error = %e, "instance type skipped"),
-        }
-    }
+/// What a refresh reads from the cluster before it plans.
+pub struct Inputs {
+    pub machinesets: Vec<Value>,
+    pub cluster_api: Vec<CapiObject>,
+    /// The settings and scope to judge objects with.
+    pub policy: Policy,
+    /// The OpenShift cluster's custom EC2 endpoint.
+    pub endpoint: Option<String>,
+    /// The OpenShift cluster's CA bundle for EC2.
+    pub ca_bundle: Option<Vec<u8>>,
 }
 
 /// State kept between refreshes.
 pub struct Refresher {
-    client: Client,
+    ctx: Context,
     opts: Options,
-    metrics: Arc<Metrics>,
     regions: Mutex<RegionCache>,
     /// When each region was last scanned (see `rate_limit.rs`).
     scans: Mutex<RegionRateLimiter>,
@@ -110,24 +112,18 @@ pub struct Refresher {
     ledger: Option<Arc<LeaderElector>>,
     /// The node groups' states, with since when each has not been right.
     census: std::sync::Mutex<crate::node_groups::Census>,
-    /// Re-admissions per minute, shared with the healer.
-    budget: Arc<std::sync::Mutex<heal::Budget>>,
 }
 
 impl Refresher {
     /// A refresher that scans every region it is asked to (`--once`, `--dry-run`).
-    pub fn new(client: Client, opts: Options, metrics: Arc<Metrics>) -> Self {
+    pub fn new(ctx: Context, opts: Options) -> Self {
         Refresher {
-            client,
+            ctx,
             opts,
-            metrics,
             regions: Mutex::new(RegionCache::default()),
             scans: Mutex::new(RegionRateLimiter::new(Duration::ZERO)),
             ledger: None,
             census: std::sync::Mutex::default(),
-            budget: Arc::new(std::sync::Mutex::new(heal::Budget::new(
-                DEFAULT_READMISSIONS_PER_MINUTE,
-            ))),
         }
     }
 
@@ -170,8 +166,12 @@ impl Refresher {
         self.scans.lock().await.wait(region, Instant::now())
     }
 
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
     pub fn client(&self) -> &Client {
-        &self.client
+        &self.ctx.client
     }
 
     pub fn options(&self) -> &Options {
@@ -179,13 +179,13 @@ impl Refresher {
     }
 
     /// Refreshes every region the MachineSets use, or only `only` (on-demand refreshes).
-    pub async fn refresh(&self, only: Option<&BTreeSet<String>>) -> anyhow::Result<Report> {
+    pub async fn refresh(&self, only: Option<&BTreeSet<String>>) -> Result<Report, Error> {
         let started = Instant::now();
+        let metrics = &self.ctx.metrics;
         let result = self.refresh_inner(only).await;
         match &result {
             Ok(r) => {
-                self.metrics
-                    .refresh_done(r.result_label(), started.elapsed(), r.table_size);
+                metrics.refresh_done(r.result_label(), started.elapsed(), r.table_size);
                 tracing::info!(
                     result = r.result_label(),
                     regions_ok = ?r.regions_ok,
@@ -201,24 +201,96 @@ impl Refresher {
                 );
             }
             Err(e) => {
-                self.metrics.refresh_done("failure", started.elapsed(), 0);
-                tracing::error!(error = format!("{e:#}"), "refresh failed");
+                metrics.refresh_done("failure", started.elapsed(), 0);
+                metrics.error(e.metric_label());
+                tracing::error!(error = %e, kind = e.metric_label(), "refresh failed");
             }
         }
         result
     }
 
-    async fn refresh_inner(&self, only: Option<&BTreeSet<String>>) -> anyhow::Result<Report> {
-        let client = &self.client;
+    /// The phases: read → plan → regions due → scan → next table → re-admit.
+    async fn refresh_inner(&self, only: Option<&BTreeSet<String>>) -> Result<Report, Error> {
+        let inputs = self.read_inputs().await?;
+        let mut plan = plan::plan(&inputs.machinesets);
+        plan.log_skipped();
+        let mut warnings = plan.add_cluster_api(&inputs.cluster_api);
+        let wanted = plan
+            .regions
+            .keys()
+            .filter(|r| only.is_none_or(|o| o.contains(*r)));
+        let due = self.scans.lock().await.take_due(wanted, Instant::now());
+        for (region, wait) in &due.postponed {
+            tracing::info!(
+                region,
+                wait_s = wait.as_secs_f64().ceil() as u64,
+                "region scanned less than --min-region-scan-interval ago; scan postponed"
+            );
+        }
+        let secrets = KubeSecrets(&self.ctx.client);
+        let scan = self.scanner(&inputs, &secrets).scan(&plan, &due.now).await;
+        warnings.extend(scan.warnings);
+        for (at, e) in &warnings {
+            self.ctx.warn(at, e).await;
+        }
+        let mut report = Report {
+            regions_ok: scan.regions_ok,
+            regions_failed: scan.regions_failed,
+            regions_postponed: due.postponed,
+            secrets_failed: scan.secrets_failed,
+            instance_types_fetched: scan.instance_types_fetched,
+            ..Report::default()
+        };
+        let (table, data_changed) = self.next_table(&scan.fetched, &mut report).await?;
+        report.table_size = table.len();
+        if !self.opts.dry_run {
+            let in_scanned: BTreeSet<&ObjectRef> = plan
+                .regions
+                .iter()
+                .filter(|(r, _)| report.regions_ok.contains(*r))
+                .flat_map(|(_, rp)| rp.machinesets())
+                .collect();
+            let refs: Vec<ObjectRef> = inputs.machinesets.iter().map(ObjectRef::of).collect();
+            let mut candidates: Vec<Candidate<'_>> = refs
+                .iter()
+                .zip(&inputs.machinesets)
+                .map(|(at, object)| Candidate {
+                    at,
+                    object,
+                    capi_type: None,
+                    scanned: in_scanned.contains(at),
+                })
+                .collect();
+            candidates.extend(inputs.cluster_api.iter().filter_map(|o| {
+                Some(Candidate {
+                    at: &o.at,
+                    object: &o.object,
+                    capi_type: Some(o.instance_type.as_deref().ok()?),
+                    scanned: in_scanned.contains(&o.at),
+                })
+            }));
+            let judge = inputs.policy.judge(&table);
+            self.count_node_groups(&inputs.machinesets, &inputs.cluster_api, judge);
+            self.readmit(&candidates, data_changed, judge, &mut report)
+                .await;
+        }
+        report.table = table;
+        report.fetched = scan.fetched;
+        Ok(report)
+    }
+
+    /// The read phase: the objects to refresh, the policy's settings, the cluster's EC2 endpoint
+    /// and CA bundle.
+    pub async fn read_inputs(&self) -> Result<Inputs, Error> {
+        let client = &self.ctx.client;
         let machinesets = cluster::list_machinesets(client, self.opts.namespace.as_deref())
             .await
-            .map_err(|e| anyhow::anyhow!("cannot list MachineSets: {e}"))?;
+            .map_err(Error::kube("list MachineSets"))?;
         let policy =
             crate::policy_settings::current(client, self.opts.policy_name.as_deref()).await;
-        let mut plan = plan::plan(&machinesets);
         // Cluster API objects that cannot be read must not stop the Machine API MachineSets'
         // refresh: logged, and left for the next refresh
-        let capi_objects = match &self.opts.cluster_api {
+        let cluster_api = match &self.opts.cluster_api {
             Some(o) => match capi::resolve_all(client, o).await {
                 Ok(objects) => objects,
                 Err(e) => {
@@ -228,82 +300,66 @@ impl Refresher {
             },
             None => Vec::new(),
         };
-        for o in &capi_objects {
-            match (&o.instance_type, &o.scan) {
-                (Err(why), _) => {
-                    // re-admission waits for the template; the Event says so where users look
-                    tracing::warn!(object = %o.at, reason = %why, "instance type unknown; skipped");
-                    self.warn(&o.at, &format!("capa-refresher: {why}; it is re-admitted at the first refresh after the template can be read")).await;
-                }
-                (Ok(_), Ok((region, credentials))) => {
-                    plan.add(region, credentials.clone(), o.at.clone());
-                }
-                (Ok(_), Err(why)) => {
-                    tracing::warn!(object = %o.at, reason = %why, "region or credentials unknown; its region is not scanned");
-                    self.warn(&o.at, &format!("capa-refresher: {why}")).await;
-                }
-            }
-        }
-        for s in &plan.skipped {
-            match s {
-                Skipped::Unreadable(at, why) => {
-                    tracing::warn!(machineset = %at, reason = %why, "provider spec unreadable; skipped")
-                }
-                Skipped::NoRegion(at) => {
-                    tracing::warn!(machineset = %at, "no providerSpec.value.placement.region; skipped")
-                }
-                Skipped::NoCredentials(at) => {
-                    tracing::warn!(machineset = %at, "no providerSpec.value.credentialsSecret.name; skipped")
-                }
-            }
-        }
         let endpoint = cluster::ec2_endpoint(client)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot read Infrastructure cluster: {e}"))?;
-        let ca = cluster::ca_bundle(client).await.map_err(|e| {
-            anyhow::anyhow!("cannot read ConfigMap openshift-config-managed/kube-cloud-config: {e}")
-        })?;
-        let http = crate::ec2::http_client(ca.as_deref())?;
+            .map_err(Error::kube("read Infrastructure cluster"))?;
+        let ca_bundle = cluster::ca_bundle(client).await.map_err(Error::kube(
+            "read ConfigMap openshift-config-managed/kube-cloud-config",
+        ))?;
+        if let Some(pem) = &ca_bundle {
+            crate::ec2::validate_pem(pem)?;
+        }
         if let Some(url) = &endpoint {
             tracing::info!(endpoint = %url, "using the cluster's custom EC2 endpoint");
         }
+        Ok(Inputs {
+            machinesets,
+            cluster_api,
+            policy,
+            endpoint,
+            ca_bundle,
+        })
+    }
 
-        let mut report = Report::default();
-        let due = self.due_regions(&plan, only, &mut report).await;
-        let mut fetched = Table::new();
-        let mut secrets: BTreeMap<CredentialsRef, Result<AwsCredentials, String>> = BTreeMap::new();
-        for (region, rp) in &plan.regions {
-            if !due.contains(region) {
-                continue;
-            }
-            match self
-                .scan_region(
-                    region,
-                    rp,
-                    endpoint.as_deref(),
-                    &http,
-                    &mut secrets,
-                    &mut report,
-                )
-                .await
-            {
-                Ok(items) => {
-                    report.instance_types_fetched += items.len();
-                    add_scanned(&mut fetched, region, &items);
-                    report.regions_ok.insert(region.clone());
-                }
-                Err(why) => {
-                    report.regions_failed.insert(region.clone(), why);
-                }
-            }
+    fn scanner<'a>(
+        &'a self,
+        inputs: &'a Inputs,
+        credentials: &'a dyn LoadCredentials,
+    ) -> Scanner<'a> {
+        Scanner {
+            ec2: self.ctx.ec2.as_ref(),
+            metrics: &self.ctx.metrics,
+            credentials,
+            regions: &self.regions,
+            limiter: &self.scans,
+            ledger: self.ledger.as_deref().filter(|_| !self.opts.dry_run),
+            endpoint: inputs.endpoint.as_deref(),
+            cluster_api_endpoint: self
+                .opts
+                .cluster_api
+                .as_ref()
+                .and_then(|o| o.ec2_endpoint.as_deref()),
+            ca_bundle: inputs.ca_bundle.as_deref(),
         }
+    }
 
-        let mut data_changed = false;
-        let table = if self.opts.dry_run {
-            let (current, stored) = self.opts.store.read(client).await?;
+    /// The next-table phase: what is stored merged with what was scanned, written when it
+    /// changed (shown, with `--dry-run`); whether the table's data changed.
+    async fn next_table(
+        &self,
+        fetched: &Table,
+        report: &mut Report,
+    ) -> Result<(Table, bool), Error> {
+        let client = &self.ctx.client;
+        let store = &self.opts.store;
+        if self.opts.dry_run {
+            let (current, stored) = store.read(client).await.map_err(Error::kube(format!(
+                "read ConfigMap {}/{}",
+                store.namespace, store.name
+            )))?;
             let content = crate::stored_table::next_content(
                 &stored,
-                &fetched,
+                fetched,
                 &report.regions_ok,
                 std::time::SystemTime::now(),
                 Duration::ZERO,
@@ -315,65 +371,34 @@ impl Refresher {
             report.table_regions = regions;
             // what would be written, or what is stored when nothing would change
             let shown = match content {
-                Some(content) => serde_json::to_value(self.opts.store.object(current, &content))?,
-                None => serde_json::to_value(current)?,
+                Some(content) => serde_json::to_value(store.object(current, &content)),
+                None => serde_json::to_value(current),
             };
-            report.dry_run_configmap = Some(shown);
-            table
-        } else {
-            match self
-                .opts
-                .store
-                .merge_and_write(client, &fetched, &report.regions_ok, self.opts.stale_after)
-                .await?
-            {
-                WriteOutcome::Unchanged(table, regions) => {
-                    report.table_regions = regions;
-                    table
-                }
-                WriteOutcome::Written { content, conflicts } => {
-                    self.metrics.configmap_written();
-                    report.written = true;
-                    data_changed = content.data_changed;
-                    tracing::info!(
-                        configmap =
-                            format!("{}/{}", self.opts.store.namespace, self.opts.store.name),
-                        types = content.table.len(),
-                        data_changed = content.data_changed,
-                        conflicts,
-                        "table written"
-                    );
-                    report.table_regions = content.regions;
-                    content.table
-                }
-            }
-        };
-        report.table_size = table.len();
-        if !self.opts.dry_run {
-            let scanned = report.regions_ok.clone();
-            let mut objects: Vec<(ObjectRef, &Value, Option<&str>)> = machinesets
-                .iter()
-                .map(|ms| (ObjectRef::of(ms), ms, None))
-                .collect();
-            objects.extend(capi_objects.iter().filter_map(|o| {
-                let t = o.instance_type.as_deref().ok()?;
-                Some((o.at.clone(), &o.object, Some(t)))
-            }));
-            let judge = policy.judge(&table);
-            self.count_node_groups(&machinesets, &capi_objects, judge);
-            self.readmit(
-                &objects,
-                &plan.regions,
-                &scanned,
-                data_changed,
-                judge,
-                &mut report,
-            )
-            .await;
+            report.dry_run_configmap = Some(shown.unwrap_or_default());
+            return Ok((table, false));
         }
-        report.table = table;
-        report.fetched = fetched;
-        Ok(report)
+        match store
+            .merge_and_write(client, fetched, &report.regions_ok, self.opts.stale_after)
+            .await?
+        {
+            WriteOutcome::Unchanged(table, regions) => {
+                report.table_regions = regions;
+                Ok((table, false))
+            }
+            WriteOutcome::Written { content, conflicts } => {
+                self.ctx.metrics.configmap_written();
+                report.written = true;
+                tracing::info!(
+                    configmap = format!("{}/{}", store.namespace, store.name),
+                    types = content.table.len(),
+                    data_changed = content.data_changed,
+                    conflicts,
+                    "table written"
+                );
+                report.table_regions = content.regions;
+                Ok((content.table, content.data_changed))
+            }
+        }
     }
 
     /// Judges every node group (not only those of the regions scanned) and exports the counts.
@@ -409,24 +434,18 @@ impl Refresher {
             return;
         };
         count(&mut census, std::time::SystemTime::now());
-        self.metrics.node_groups(&census);
+        self.ctx.metrics.node_groups(&census);
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
-    /// Every re-admission takes a slot of this budget (shared with the healer).
-    pub fn with_readmit_budget(mut self, budget: Arc<std::sync::Mutex<heal::Budget>>) -> Self {
-        self.budget = budget;
-        self
+        &self.ctx.metrics
     }
 
     /// Waits for a re-admission slot.
     async fn readmit_slot(&self) {
         let mut told = false;
         loop {
-            let wait = match self.budget.lock() {
+            let wait = match self.ctx.budget.lock() {
                 Ok(mut b) => match b.take(Instant::now()) {
                     Ok(()) => return,
                     Err(wait) => (wait, b.per_minute()),
@@ -445,300 +464,48 @@ impl Refresher {
         }
     }
 
-    /// The regions of `plan` (or of `only`) that may be scanned now, recorded as tried now
-    /// (failures count); the others go to `report.regions_postponed`.
-    async fn due_regions(
-        &self,
-        plan: &plan::Plan,
-        only: Option<&BTreeSet<String>>,
-        report: &mut Report,
-    ) -> BTreeSet<String> {
-        let now = Instant::now();
-        let mut limiter = self.scans.lock().await;
-        let mut due = BTreeSet::new();
-        for region in plan.regions.keys() {
-            if only.is_some_and(|o| !o.contains(region)) {
-                continue;
-            }
-            match limiter.wait(region, now) {
-                None => {
-                    due.insert(region.clone());
-                }
-                Some(wait) => {
-                    tracing::info!(
-                        region,
-                        wait_s = wait.as_secs_f64().ceil() as u64,
-                        "region scanned less than --min-region-scan-interval ago; scan postponed"
-                    );
-                    report.regions_postponed.insert(region.clone(), wait);
-                }
-            }
-        }
-        for region in &due {
-            limiter.record(region, now);
-        }
-        due
-    }
-
-    /// Right before a region's first DescribeInstanceTypes page: records the scan in the Lease
-    /// (with leader election) and in the limiter, so the interval runs from the scan itself.
-    async fn start_scan(&self, region: &str) -> Result<(), String> {
-        if let Some(ledger) = self.ledger.as_ref().filter(|_| !self.opts.dry_run)
-            && let Err(e) = ledger.record_scan(region).await
-        {
-            tracing::warn!(region, error = %e, "cannot record the region scan in the Lease; not scanned");
-            return Err(format!(
-                "not scanned: the scan could not be recorded in the Lease ({e})"
-            ));
-        }
-        self.scans.lock().await.record(region, Instant::now());
-        Ok(())
-    }
-
-    /// Scans one region: the Secrets that point at it are tried in order until one works.
-    async fn scan_region(
-        &self,
-        region: &str,
-        rp: &RegionPlan,
-        endpoint: Option<&str>,
-        http: &aws_sdk_ec2::config::SharedHttpClient,
-        secrets: &mut BTreeMap<CredentialsRef, Result<AwsCredentials, String>>,
-        report: &mut Report,
-    ) -> Result<Vec<capa_core::ec2::InstanceTypeInfo>, String> {
-        let mut failures = Vec::new();
-        for (secret, users) in &rp.secrets {
-            if !secrets.contains_key(secret) {
-                let loaded = self.load_secret(secret).await;
-                secrets.insert(secret.clone(), loaded);
-            }
-            let creds = match secrets.get(secret) {
-                Some(Ok(c)) => c.clone(),
-                Some(Err(why)) => {
-                    self.secret_failed(secret, users, why, report).await;
-                    failures.push(format!("Secret {secret}: {why}"));
-                    continue;
-                }
-                None => continue,
-            };
-            // Machine API Secrets: the OpenShift cluster's endpoint; Cluster API: the refresher's
-            let endpoint = match secret {
-                CredentialsRef::Secret(_) => endpoint,
-                _ => self
-                    .opts
-                    .cluster_api
-                    .as_ref()
-                    .and_then(|o| o.ec2_endpoint.as_deref()),
-            };
-            let ec2 = Ec2::new(&creds, region, endpoint, http);
-            match self.check_region(&ec2, &creds, region).await {
-                Ok(()) => {}
-                // opt-in is per AWS account: another Secret of the region may be opted in
-                Err(RegionCheck::Invalid(e @ region_cache::RegionError::NotOptedIn(_))) => {
-                    let why = format!("is for an AWS account where {e}");
-                    self.secret_failed(secret, users, &why, report).await;
-                    failures.push(format!("Secret {secret}: {e}"));
-                    continue;
-                }
-                Err(RegionCheck::Invalid(e)) => {
-                    let why = e.to_string();
-                    for at in rp.machinesets() {
-                        let field = if at.kind == "MachineSet"
-                            && at.api_version.starts_with(capa_core::machineset::GROUP)
-                        {
-                            "providerSpec.value.placement.region"
-                        } else {
-                            "spec.region of its AWSCluster or AWSManagedControlPlane"
-                        };
-                        self.warn(at, &format!("capa-refresher: {why}; fix {field}"))
-                            .await;
-                    }
-                    tracing::warn!(region, reason = %why, "region skipped");
-                    return Err(why);
-                }
-                Err(RegionCheck::Failed(e)) => {
-                    self.ec2_failed(secret, users, &e, report).await;
-                    failures.push(format!("Secret {secret}: {e}"));
-                    continue;
-                }
-            }
-            self.start_scan(region).await?;
-            tracing::info!(region, secret = %secret, "scanning instance types");
-            match ec2.describe_instance_types(&self.metrics).await {
-                Ok(items) => return Ok(items),
-                Err(e) => {
-                    self.ec2_failed(secret, users, &e, report).await;
-                    failures.push(format!("Secret {secret}: {e}"));
-                }
-            }
-        }
-        Err(failures.join("; "))
-    }
-
-    async fn load_secret(&self, credentials: &CredentialsRef) -> Result<AwsCredentials, String> {
-        let (secret, capa_keys) = match credentials {
-            CredentialsRef::DefaultChain => return Ok(AwsCredentials::DefaultChain),
-            CredentialsRef::Secret(s) => (s, false),
-            CredentialsRef::StaticIdentity { secret, .. } => (secret, true),
-        };
-        match cluster::secret_data(&self.client, secret).await {
-            Ok(Some(data)) if capa_keys => {
-                AwsCredentials::from_static_identity_data(&data).map_err(|e| e.to_string())
-            }
-            Ok(Some(data)) => AwsCredentials::from_secret_data(&data).map_err(|e| e.to_string()),
-            Ok(None) => Err("not found".to_string()),
-            Err(e) => Err(format!("cannot be read: {e}")),
-        }
-    }
-
-    async fn check_region(
-        &self,
-        ec2: &Ec2,
-        creds: &AwsCredentials,
-        region: &str,
-    ) -> Result<(), RegionCheck> {
-        let identity = creds.identity();
-        let cached = self
-            .regions
-            .lock()
-            .await
-            .get(&identity, Instant::now())
-            .map(<[_]>::to_vec);
-        let regions = match cached {
-            Some(r) => r,
-            None => {
-                let r = ec2
-                    .describe_regions(&self.metrics)
-                    .await
-                    .map_err(RegionCheck::Failed)?;
-                self.regions
-                    .lock()
-                    .await
-                    .insert(&identity, r.clone(), Instant::now());
-                r
-            }
-        };
-        region_cache::check(&regions, region).map_err(RegionCheck::Invalid)
-    }
-
-    async fn secret_failed(
-        &self,
-        secret: &CredentialsRef,
-        users: &[ObjectRef],
-        why: &str,
-        report: &mut Report,
-    ) {
-        if report.secrets_failed.contains_key(secret) {
-            return;
-        }
-        report
-            .secrets_failed
-            .insert(secret.clone(), why.to_string());
-        tracing::error!(secret = %secret, machinesets = ?users.iter().map(ToString::to_string).collect::<Vec<_>>(), reason = %why, "credentials Secret unusable");
-        for at in users {
-            self.warn(
-                at,
-                &format!(
-                    "capa-refresher: credentials {secret} {why}; {}",
-                    secret.fix()
-                ),
-            )
-            .await;
-        }
-    }
-
-    async fn ec2_failed(
-        &self,
-        secret: &CredentialsRef,
-        users: &[ObjectRef],
-        e: &Ec2Error,
-        report: &mut Report,
-    ) {
-        let why = match e.kind {
-            FailureKind::Auth => format!("was rejected by AWS ({})", e.message),
-            _ => format!("could not be used: {e}"),
-        };
-        tracing::error!(secret = %secret, region = %e.region, operation = e.operation, kind = ?e.kind, error = %e.message, "EC2 call failed");
-        if e.kind == FailureKind::Auth {
-            self.secret_failed(secret, users, &why, report).await;
-        } else {
-            for at in users {
-                self.warn(
-                    at,
-                    &format!(
-                        "capa-refresher: EC2 {} in {} failed: {}",
-                        e.operation, e.region, e.message
-                    ),
-                )
-                .await;
-            }
-        }
-    }
-
-    /// Patches MachineSets whose annotations differ from the table so the policy sees them again
-    /// (those of the regions just scanned, and every one when the table's data changed); warns on
-    /// those of a region just scanned whose type EC2 does not list. A MachineSet the policy
-    /// answered from an older table (the policy server caches ConfigMap reads for 5 s) is
-    /// re-admitted once more after `readmit_retry_after`.
+    /// The re-admission phase: patches the objects [`readmit::select`] picks so the policy sees
+    /// them again, and puts its warnings on objects. An object the policy answered from an older
+    /// table (the policy server caches ConfigMap reads for 5 s) is re-admitted once more after
+    /// `readmit_retry_after`.
     async fn readmit(
         &self,
-        objects: &[(ObjectRef, &Value, Option<&str>)],
-        regions: &BTreeMap<String, RegionPlan>,
-        scanned: &BTreeSet<String>,
+        candidates: &[Candidate<'_>],
         data_changed: bool,
         judge: readmit::Judge<'_>,
         report: &mut Report,
     ) {
-        let in_scanned: BTreeSet<&ObjectRef> = regions
-            .iter()
-            .filter(|(r, _)| scanned.contains(*r))
-            .flat_map(|(_, rp)| rp.machinesets())
-            .collect();
-        // a Cluster API object is judged by its template's type and the Cluster API keys
-        let judge = |obj: &Value, capi_type: Option<&str>| judge.decide(obj, capi_type);
+        let selection = readmit::select(candidates, data_changed, judge);
+        report.unknown += selection.warnings.len();
+        for (at, e) in &selection.warnings {
+            self.ctx.warn(at, e).await;
+        }
         let mut again = Vec::new();
-        for (at, obj, capi_type) in objects {
-            let was_scanned = in_scanned.contains(at);
-            if !was_scanned && !data_changed {
-                continue;
-            }
-            match judge(obj, *capi_type) {
-                Decision::Ignore | Decision::UpToDate => {}
-                Decision::Readmit(patch) => {
-                    if let Some(stored) = self.readmit_one(at, &patch, report).await
-                        && let Decision::Readmit(patch) = judge(&stored, *capi_type)
-                    {
-                        again.push((at.clone(), patch, *capi_type));
-                    }
-                }
-                Decision::Unknown(_) if !was_scanned => {}
-                Decision::Unknown(instance_type) => {
-                    report.unknown += 1;
-                    let field = if capi_type.is_some() {
-                        "spec.template.spec.instanceType of its AWSMachineTemplate"
-                    } else {
-                        "providerSpec.value.instanceType"
-                    };
-                    self.warn(at, &format!("capa-refresher: unknown instance type {instance_type}: EC2 does not list it; fix {field} or add it to the policy's overrides setting")).await;
-                }
+        for (i, patch) in selection.readmit {
+            let Some(c) = candidates.get(i) else { continue };
+            if let Some(stored) = self.readmit_one(c.at, &patch, report).await
+                && let Decision::Readmit(patch) = judge.decide(&stored, c.capi_type)
+            {
+                again.push((c, patch));
             }
         }
         let Some(wait) = self.opts.readmit_retry_after.filter(|_| !again.is_empty()) else {
-            for (at, _, _) in &again {
-                tracing::warn!(machineset = %at, "re-admitted, but its annotations still do not match the table: is the capa-annotator policy active for it?");
+            for (c, _) in &again {
+                tracing::warn!(object = %c.at, "re-admitted, but its annotations still do not match the table: is the capa-annotator policy active for it?");
             }
             return;
         };
         tracing::info!(
-            machinesets = again.len(),
+            objects = again.len(),
             wait_s = wait.as_secs_f64(),
-            "re-admitted MachineSets do not match the table yet (the policy server caches ConfigMap reads for a few seconds); re-admitting them again"
+            "re-admitted objects do not match the table yet (the policy server caches ConfigMap reads for a few seconds); re-admitting them again"
         );
         tokio::time::sleep(wait).await;
-        for (at, patch, capi_type) in again {
-            if let Some(stored) = self.readmit_one(&at, &patch, report).await
-                && !matches!(judge(&stored, capi_type), Decision::UpToDate)
+        for (c, patch) in again {
+            if let Some(stored) = self.readmit_one(c.at, &patch, report).await
+                && !matches!(judge.decide(&stored, c.capi_type), Decision::UpToDate)
             {
-                tracing::warn!(machineset = %at, "re-admitted twice, but its annotations still do not match the table: is the capa-annotator policy active for it, and may the policy server read the ConfigMap?");
+                tracing::warn!(object = %c.at, "re-admitted twice, but its annotations still do not match the table: is the capa-annotator policy active for it, and may the policy server read the ConfigMap?");
             }
         }
     }
@@ -751,10 +518,10 @@ impl Refresher {
         report: &mut Report,
     ) -> Option<Value> {
         self.readmit_slot().await;
-        match cluster::patch_object(&self.client, at, patch).await {
+        match cluster::patch_object(&self.ctx.client, at, patch).await {
             Ok(stored) => {
                 report.readmitted += 1;
-                self.metrics.readmitted();
+                self.ctx.metrics.readmitted();
                 tracing::info!(machineset = %at, "re-admitted so the policy annotates it");
                 Some(stored)
             }
@@ -766,14 +533,257 @@ impl Refresher {
     }
 }
 
-impl Refresher {
-    /// A Warning Event `FailedUpdate` on a MachineSet (upstream parity: the one reason it uses).
-    async fn warn(&self, at: &ObjectRef, message: &str) {
-        cluster::event(&self.client, at, "Warning", "FailedUpdate", message).await;
-    }
-}
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::testing::{Account, FakeEc2, FakeKube, aws_secret, instance_type, machineset};
+    use serde_json::json;
 
-enum RegionCheck {
-    Invalid(region_cache::RegionError),
-    Failed(Ec2Error),
+    const NS: &str = "openshift-machine-api";
+    const CM: &str = "machineset-instance-types";
+    /// The table's `m5` entry after a scan of the fake account.
+    const M5: &str = r#"{"large":{"vcpu":2,"memoryMiB":8192,"gpu":0,"arch":"amd64"},"xlarge":{"vcpu":4,"memoryMiB":16384,"gpu":0,"arch":"amd64"}}"#;
+    const CM_PATH: &str =
+        "/api/v1/namespaces/openshift-machine-api/configmaps/machineset-instance-types";
+
+    struct World {
+        kube: FakeKube,
+        ec2: FakeEc2,
+        refresher: Refresher,
+    }
+
+    fn world(dry_run: bool) -> World {
+        let kube = FakeKube::new();
+        let ec2 = FakeEc2::default().account(
+            "AKIAE2E",
+            Account::with(
+                &["eu-west-3", "us-east-1"],
+                &[
+                    instance_type("m5.large", 2, 8192),
+                    instance_type("m5.xlarge", 4, 16384),
+                ],
+            ),
+        );
+        kube.put(aws_secret(NS, "aws-creds", "AKIAE2E", "s"));
+        // the policy's stand-in: annotates as the re-admission marker says
+        kube.on_patch(|obj| {
+            let Some(entry) = obj
+                .pointer(&format!(
+                    "/metadata/annotations/{}",
+                    readmit::READMIT_ANNOTATION.replace('/', "~1")
+                ))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+            else {
+                return;
+            };
+            let field = |k: &str| {
+                entry
+                    .split(' ')
+                    .find_map(|kv| kv.strip_prefix(k))
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let annotations = &mut obj["metadata"]["annotations"];
+            annotations["machine.openshift.io/vCPU"] = json!(field("vcpu="));
+            annotations["machine.openshift.io/memoryMb"] = json!(field("memoryMiB="));
+            annotations["machine.openshift.io/GPU"] = json!(field("gpu="));
+            annotations["capacity.cluster-autoscaler.kubernetes.io/labels"] =
+                json!(format!("kubernetes.io/arch={}", field("arch=")));
+        });
+        let ctx =
+            Context::new(kube.client(), Arc::new(Metrics::new())).with_ec2(Arc::new(ec2.clone()));
+        let opts = Options {
+            namespace: None,
+            store: TableStore {
+                name: CM.into(),
+                namespace: NS.into(),
+            },
+            dry_run,
+            stale_after: Duration::from_secs(12 * 3600),
+            readmit_retry_after: None,
+            cluster_api: None,
+            policy_name: None,
+        };
+        World {
+            kube,
+            ec2,
+            refresher: Refresher::new(ctx, opts),
+        }
+    }
+
+    fn writes(kube: &FakeKube) -> Vec<String> {
+        kube.requests()
+            .into_iter()
+            .filter(|r| !r.starts_with("GET "))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn one_refresh_fills_the_table_and_readmits_then_an_unchanged_table_is_not_written() {
+        let w = world(false);
+        w.kube
+            .put(machineset(NS, "w1", "eu-west-3", "m5.large", "aws-creds"));
+        w.kube
+            .put(machineset(NS, "w2", "eu-west-3", "m5.xlarge", "aws-creds"));
+        let report = w.refresher.refresh(None).await.unwrap();
+        assert!(report.success(), "{report:?}");
+        assert!(report.written);
+        assert_eq!(report.readmitted, 2);
+        assert_eq!(report.table_size, 2);
+        let cm = w.kube.get(CM_PATH).unwrap();
+        assert_eq!(cm["data"]["m5"], M5, "{cm}");
+        assert_eq!(
+            cm["metadata"]["annotations"]["capa-annotator.io/regions"],
+            "eu-west-3"
+        );
+        let ms = w
+            .kube
+            .get("/apis/machine.openshift.io/v1beta1/namespaces/openshift-machine-api/machinesets/w2")
+            .unwrap();
+        assert_eq!(
+            ms["metadata"]["annotations"]["machine.openshift.io/vCPU"],
+            "4"
+        );
+        assert_eq!(
+            writes(&w.kube),
+            [
+                "POST /api/v1/namespaces/openshift-machine-api/configmaps",
+                "PATCH /apis/machine.openshift.io/v1beta1/namespaces/openshift-machine-api/machinesets/w1",
+                "PATCH /apis/machine.openshift.io/v1beta1/namespaces/openshift-machine-api/machinesets/w2",
+            ]
+        );
+        assert!(w.kube.events().is_empty());
+
+        let again = w.refresher.refresh(None).await.unwrap();
+        assert!(again.success() && !again.written);
+        assert_eq!(again.readmitted, 0, "every MachineSet is right");
+        assert_eq!(writes(&w.kube).len(), 3, "nothing written the second time");
+        assert_eq!(
+            w.ec2
+                .calls()
+                .iter()
+                .filter(|c| c.starts_with("DescribeInstanceTypes"))
+                .count(),
+            2
+        );
+    }
+
+    #[tokio::test]
+    async fn what_goes_wrong_for_an_object_is_a_failed_update_event_counted_by_kind() {
+        let w = world(false);
+        w.kube
+            .put(machineset(NS, "fine", "eu-west-3", "m5.large", "aws-creds"));
+        w.kube.put(machineset(
+            NS,
+            "typo",
+            "eu-west-3",
+            "m5.xlargee",
+            "aws-creds",
+        ));
+        w.kube.put(machineset(
+            NS,
+            "orphan",
+            "us-east-1",
+            "m5.large",
+            "does-not-exist",
+        ));
+        let report = w.refresher.refresh(None).await.unwrap();
+        assert!(
+            !report.success(),
+            "a Secret that cannot be used fails the refresh"
+        );
+        assert_eq!(report.result_label(), "partial");
+        assert_eq!(report.unknown, 1);
+        assert_eq!(
+            w.kube.events(),
+            [
+                (
+                    "FailedUpdate".to_string(),
+                    "capa-refresher: credentials Secret openshift-machine-api/does-not-exist not found; fix the Secret referenced by providerSpec.value.credentialsSecret".to_string()
+                ),
+                (
+                    "FailedUpdate".to_string(),
+                    "capa-refresher: unknown instance type m5.xlargee: EC2 does not list it; fix providerSpec.value.instanceType or add it to the policy's overrides setting".to_string()
+                ),
+            ]
+        );
+        let events = w.kube.all("Event");
+        let on: Vec<_> = events
+            .iter()
+            .map(|e| e["involvedObject"]["name"].as_str().unwrap())
+            .collect();
+        assert!(on.contains(&"orphan") && on.contains(&"typo") && !on.contains(&"fine"));
+        let metrics = w.refresher.metrics().render();
+        for needle in [
+            "capa_refresher_errors_total{error=\"credentials\"} 1",
+            "capa_refresher_errors_total{error=\"unknown_instance_type\"} 1",
+            "capa_refresher_refreshes_total{result=\"partial\"} 1",
+        ] {
+            assert!(metrics.contains(needle), "{needle} missing in:\n{metrics}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_table_that_keeps_conflicting_fails_the_refresh_with_its_label() {
+        let w = world(false);
+        w.kube
+            .put(machineset(NS, "w1", "eu-west-3", "m5.large", "aws-creds"));
+        w.kube.put(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                          "metadata": {"namespace": NS, "name": CM}, "data": {}}));
+        w.kube.conflict_next_replaces(2);
+        let report = w.refresher.refresh(None).await.unwrap();
+        assert!(report.written, "two conflicts, then written");
+        assert_eq!(w.kube.get(CM_PATH).unwrap()["data"]["m5"], M5);
+
+        w.kube
+            .put(machineset(NS, "w2", "us-east-1", "m5.large", "aws-creds"));
+        w.kube.conflict_next_replaces(100);
+        let e = w.refresher.refresh(None).await.unwrap_err();
+        assert_eq!(e.metric_label(), "table_conflict");
+        assert_eq!(
+            e.to_string(),
+            "ConfigMap openshift-machine-api/machineset-instance-types: still conflicting after 8 attempts; another writer keeps changing it"
+        );
+        let metrics = w.refresher.metrics().render();
+        assert!(metrics.contains("capa_refresher_errors_total{error=\"table_conflict\"} 1"));
+        assert!(metrics.contains("capa_refresher_refreshes_total{result=\"failure\"} 1"));
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_shows_the_configmap_and_writes_nothing() {
+        let w = world(true);
+        w.kube
+            .put(machineset(NS, "w1", "eu-west-3", "m5.large", "aws-creds"));
+        let report = w.refresher.refresh(None).await.unwrap();
+        assert!(report.success());
+        let shown = report.dry_run_configmap.unwrap();
+        assert_eq!(shown["data"]["m5"], M5);
+        assert!(writes(&w.kube).is_empty(), "{:?}", writes(&w.kube));
+        assert_eq!(report.readmitted, 0);
+    }
+
+    #[tokio::test]
+    async fn only_the_regions_asked_for_are_scanned_and_a_region_just_scanned_waits() {
+        let w = world(false);
+        let w = World {
+            refresher: w.refresher.with_scan_limit(Duration::from_secs(600), None),
+            ..w
+        };
+        w.kube
+            .put(machineset(NS, "eu", "eu-west-3", "m5.large", "aws-creds"));
+        w.kube
+            .put(machineset(NS, "us", "us-east-1", "m5.large", "aws-creds"));
+        let only = BTreeSet::from(["us-east-1".to_string()]);
+        let first = w.refresher.refresh(Some(&only)).await.unwrap();
+        assert_eq!(first.regions_ok, only);
+        let second = w.refresher.refresh(None).await.unwrap();
+        assert_eq!(second.regions_ok, BTreeSet::from(["eu-west-3".to_string()]));
+        assert_eq!(
+            second.regions_postponed.keys().collect::<Vec<_>>(),
+            ["us-east-1"]
+        );
+        assert!(second.success(), "a postponed region is no failure");
+    }
 }

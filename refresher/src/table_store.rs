@@ -2,6 +2,7 @@
 //! (resourceVersion) and retry on conflict — every retry re-reads and re-merges, so a concurrent
 //! writer's entries are never lost.
 
+use crate::error::Error;
 use crate::stored_table::{NextContent, StoredTable, next_content};
 use capa_core::table::Table;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -87,10 +88,13 @@ impl TableStore {
         fetched: &Table,
         regions: &BTreeSet<String>,
         stale_after: Duration,
-    ) -> anyhow::Result<WriteOutcome> {
+    ) -> Result<WriteOutcome, Error> {
         let api = self.api(client);
         for conflicts in 0..MAX_CONFLICT_RETRIES {
-            let (current, stored) = self.read(client).await?;
+            let (current, stored) = self
+                .read(client)
+                .await
+                .map_err(Error::kube(format!("read ConfigMap {}", self.path())))?;
             let Some(content) =
                 next_content(&stored, fetched, regions, SystemTime::now(), stale_after)
             else {
@@ -109,18 +113,18 @@ impl TableStore {
                     tracing::info!(configmap = %self.name, attempt = conflicts + 1, "conflict writing the table; re-reading and merging again");
                 }
                 Err(e) => {
-                    return Err(anyhow::anyhow!(
-                        "cannot write ConfigMap {}/{}: {e}",
-                        self.namespace,
-                        self.name
-                    ));
+                    return Err(Error::kube(format!("write ConfigMap {}", self.path()))(e));
                 }
             }
         }
-        anyhow::bail!(
-            "ConfigMap {}/{}: still conflicting after {MAX_CONFLICT_RETRIES} attempts; another writer keeps changing it",
-            self.namespace,
-            self.name
-        )
+        Err(Error::TableConflict {
+            configmap: self.path(),
+            attempts: MAX_CONFLICT_RETRIES,
+        })
+    }
+
+    /// `namespace/name`.
+    pub fn path(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
     }
 }
