@@ -4,6 +4,7 @@
 
 use crate::ec2::Ec2Error;
 use crate::plan::CredentialsRef;
+use crate::policy_settings::SettingsError;
 use crate::region_cache::RegionError;
 
 /// What went wrong. The `Display` text is what logs and Events say: it names the fix.
@@ -63,6 +64,10 @@ pub enum Error {
     /// Re-submitted to the policy, and still not right (the healer's backoff warning).
     #[error("{0}")]
     NotHealed(String),
+    /// The policy's ClusterAdmissionPolicy cannot be read or holds invalid settings: objects are
+    /// judged with the settings judged with so far (the defaults at start).
+    #[error(transparent)]
+    PolicySettings(#[from] SettingsError),
 }
 
 /// Every object-level Event says `FailedUpdate`, the one reason the Machine API MachineSet
@@ -84,6 +89,7 @@ impl Error {
             Error::TemplateUnreadable(_) => "template_unreadable",
             Error::ScanTarget(_) => "scan_target",
             Error::NotHealed(_) => "not_healed",
+            Error::PolicySettings(_) => "policy_settings",
         }
     }
 
@@ -165,6 +171,7 @@ mod tests {
             Error::TemplateUnreadable(String::new()),
             Error::ScanTarget(String::new()),
             Error::NotHealed(String::new()),
+            Error::PolicySettings(SettingsError::NotFound(String::new())),
         ];
         let labels: std::collections::BTreeSet<_> = kinds.iter().map(Error::metric_label).collect();
         assert_eq!(labels.len(), kinds.len());

@@ -206,6 +206,7 @@ pub fn spawn_watches(
     }
     if let Some(name) = policy_name {
         let name_for_apply = name.to_string();
+        let metrics = refresher.metrics().clone();
         tasks.push(tokio::spawn(watch_kind(
             client,
             policy_settings::GROUP,
@@ -220,6 +221,8 @@ pub fn spawn_watches(
                     Some(Input::Policy(policy))
                 }
                 Err(e) => {
+                    let e = crate::Error::from(e);
+                    metrics.error(e.metric_label());
                     tracing::warn!(error = %e, "keeping the settings judged with so far");
                     None
                 }
@@ -333,9 +336,190 @@ async fn served_version(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::context::Context;
+    use crate::heal::HealOptions;
+    use crate::refresh::Options;
+    use crate::table_store::TableStore;
+    use crate::testing::{
+        FakeEc2, FakeKube, annotate_as_marked, instance_type, machineset, table_of,
+    };
+
+    const MS_PATH: &str =
+        "/apis/machine.openshift.io/v1beta1/namespaces/openshift-machine-api/machinesets/w1";
+
+    struct Healing {
+        kube: FakeKube,
+        refresher: Arc<Refresher>,
+        tx: Sender,
+        stop: CancellationToken,
+    }
+
+    impl Healing {
+        /// The table (m5.large known), then MachineSet w1 of type m5.large without capacity
+        /// annotations, as a watch reports it (`stored`: also in the API).
+        async fn submit_wrong_object(&self, stored: bool) {
+            let ms = machineset(
+                "openshift-machine-api",
+                "w1",
+                "eu-west-3",
+                "m5.large",
+                "creds",
+            );
+            if stored {
+                self.kube.put(ms.clone());
+            }
+            let table = table_of(&[instance_type("m5.large", 2, 8192)]);
+            self.tx.send(Input::Table(table)).await.unwrap();
+            self.tx.send(Input::Object(ms)).await.unwrap();
+        }
+    }
+
+    fn start(opts: HealOptions) -> Healing {
+        let kube = FakeKube::new();
+        let ctx = Context::new(kube.client(), Arc::new(Metrics::new()))
+            .with_ec2(Arc::new(FakeEc2::default()));
+        let budget = ctx.budget.clone();
+        let refresher = Arc::new(Refresher::new(
+            ctx,
+            Options {
+                namespace: None,
+                store: TableStore {
+                    name: "machineset-instance-types".into(),
+                    namespace: "openshift-machine-api".into(),
+                },
+                dry_run: false,
+                stale_after: Duration::from_secs(3600),
+                readmit_retry_after: None,
+                cluster_api: None,
+                policy_name: None,
+            },
+        ));
+        let (tx, rx) = mpsc::channel(16);
+        let stop = CancellationToken::new();
+        tokio::spawn(run(
+            refresher.clone(),
+            Healer::new(opts),
+            budget,
+            rx,
+            stop.clone(),
+        ));
+        Healing {
+            kube,
+            refresher,
+            tx,
+            stop,
+        }
+    }
+
+    /// Waits (at most 10 s) until `done` holds.
+    async fn until(mut done: impl FnMut() -> bool) -> bool {
+        for _ in 0..200 {
+            if done() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        done()
+    }
+
     #[test]
     fn templates_are_keyed_by_namespace_and_name() {
         let v = serde_json::json!({"metadata": {"namespace": "a", "name": "b"}});
-        assert_eq!(super::namespaced_name(&v), ("a".into(), "b".into()));
+        assert_eq!(namespaced_name(&v), ("a".into(), "b".into()));
+    }
+
+    fn patches(kube: &FakeKube) -> usize {
+        kube.requests()
+            .iter()
+            .filter(|r| r.starts_with("PATCH "))
+            .count()
+    }
+
+    #[tokio::test]
+    async fn an_object_stored_without_annotations_is_healed_by_one_resubmission() {
+        let h = start(HealOptions::default());
+        h.kube.on_patch(annotate_as_marked);
+        h.submit_wrong_object(true).await;
+        let kube = h.kube.clone();
+        assert!(
+            until(|| kube.get(MS_PATH).unwrap()["metadata"]["annotations"]["machine.openshift.io/vCPU"] == "2").await,
+            "not healed: {:?}",
+            kube.requests()
+        );
+        let metrics = h.refresher.metrics().render();
+        assert!(
+            metrics.contains("capa_refresher_heal_seconds_count 1"),
+            "{metrics}"
+        );
+        assert_eq!(patches(&h.kube), 1);
+        assert!(h.kube.events().is_empty());
+        h.stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn an_object_the_policy_does_not_annotate_backs_off_and_gets_one_event_per_period() {
+        let h = start(HealOptions {
+            debounce: Duration::from_millis(10),
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(400),
+            probe_interval: Duration::from_millis(100),
+            event_after: Duration::ZERO,
+        });
+        // no admission step: the policy is not active
+        h.submit_wrong_object(true).await;
+        let kube = h.kube.clone();
+        assert!(
+            until(|| kube.events().len() >= 2).await,
+            "{:?}",
+            kube.requests()
+        );
+        h.stop.cancel();
+        let events = h.kube.events();
+        let (reason, message) = &events[0];
+        assert_eq!(reason, "FailedUpdate");
+        assert!(
+            message.starts_with("capa-refresher: re-submitted 2 times, but its capacity annotations are still not what the policy writes: is the policy server reachable"),
+            "{message}"
+        );
+        // one Event per failed try from the second on, each try after a longer wait
+        assert!(
+            patches(&h.kube) <= events.len() + 2,
+            "{:?}",
+            h.kube.requests()
+        );
+        let metrics = h.refresher.metrics().render();
+        assert!(
+            metrics.contains(&format!(
+                "capa_refresher_errors_total{{error=\"not_healed\"}} {}",
+                events.len()
+            )),
+            "{metrics}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_object_deleted_meanwhile_is_forgotten_without_an_event() {
+        let h = start(HealOptions {
+            debounce: Duration::from_millis(10),
+            ..HealOptions::default()
+        });
+        // never stored: the patch answers 404
+        h.submit_wrong_object(false).await;
+        let kube = h.kube.clone();
+        assert!(until(|| patches(&kube) == 1).await);
+        let refresher = h.refresher.clone();
+        assert!(
+            until(|| refresher
+                .metrics()
+                .render()
+                .contains("capa_refresher_heal_pending 0"))
+            .await
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(patches(&h.kube), 1, "not tried again");
+        assert!(h.kube.events().is_empty());
+        h.stop.cancel();
     }
 }

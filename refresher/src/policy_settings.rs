@@ -6,6 +6,8 @@
 //! re-submitted.
 
 use crate::cluster;
+use crate::context::Context;
+use crate::error::Error;
 use capa_core::scope::{self, Scope};
 use capa_core::settings::Settings;
 use kube::Client;
@@ -77,14 +79,17 @@ pub async fn read(client: &Client, name: &str) -> Result<Policy, SettingsError> 
 }
 
 /// The policy to judge with: its settings and scope, or the default settings and no scope (logged
-/// with the cause) when they cannot be read; the defaults without reading when no policy is named.
-pub async fn current(client: &Client, name: Option<&str>) -> Policy {
+/// with the cause, counted as a `policy_settings` error) when they cannot be read; the defaults
+/// without reading when no policy is named.
+pub async fn current(ctx: &Context, name: Option<&str>) -> Policy {
     let Some(name) = name else {
         return Policy::default();
     };
-    match read(client, name).await {
+    match read(&ctx.client, name).await {
         Ok(p) => p,
         Err(e) => {
+            let e = Error::from(e);
+            ctx.metrics.error(e.metric_label());
             tracing::warn!(error = %e, "judging objects with the policy's default settings");
             Policy::default()
         }
@@ -120,6 +125,31 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("fallback"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_policy_that_cannot_be_read_is_counted_and_the_defaults_judge() {
+        let kube = crate::testing::FakeKube::new();
+        let ctx = Context::new(
+            kube.client(),
+            std::sync::Arc::new(crate::metrics::Metrics::new()),
+        );
+        let policy = current(&ctx, Some("capa-annotator")).await;
+        assert_eq!(policy.settings, Settings::default());
+        assert!(policy.scope.is_none());
+        assert!(
+            ctx.metrics
+                .render()
+                .contains("capa_refresher_errors_total{error=\"policy_settings\"} 1")
+        );
+        kube.put(
+            json!({"apiVersion": "policies.kubewarden.io/v1", "kind": "ClusterAdmissionPolicy",
+                        "metadata": {"name": "capa-annotator"},
+                        "spec": {"settings": {"upstreamCapacityAnnotations": true}}}),
+        );
+        let policy = current(&ctx, Some("capa-annotator")).await;
+        assert!(policy.settings.upstream_capacity_annotations);
+        assert!(policy.scope.is_some());
     }
 
     /// `deploy/`'s policy sees MachineSets in openshift-machine-api only.

@@ -287,7 +287,7 @@ impl Refresher {
             .await
             .map_err(Error::kube("list MachineSets"))?;
         let policy =
-            crate::policy_settings::current(client, self.opts.policy_name.as_deref()).await;
+            crate::policy_settings::current(&self.ctx, self.opts.policy_name.as_deref()).await;
         // Cluster API objects that cannot be read must not stop the Machine API MachineSets'
         // refresh: logged, and left for the next refresh
         let cluster_api = match &self.opts.cluster_api {
@@ -566,32 +566,7 @@ mod tests {
             ),
         );
         kube.put(aws_secret(NS, "aws-creds", "AKIAE2E", "s"));
-        // the policy's stand-in: annotates as the re-admission marker says
-        kube.on_patch(|obj| {
-            let Some(entry) = obj
-                .pointer(&format!(
-                    "/metadata/annotations/{}",
-                    readmit::READMIT_ANNOTATION.replace('/', "~1")
-                ))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-            else {
-                return;
-            };
-            let field = |k: &str| {
-                entry
-                    .split(' ')
-                    .find_map(|kv| kv.strip_prefix(k))
-                    .unwrap_or("")
-                    .to_string()
-            };
-            let annotations = &mut obj["metadata"]["annotations"];
-            annotations["machine.openshift.io/vCPU"] = json!(field("vcpu="));
-            annotations["machine.openshift.io/memoryMb"] = json!(field("memoryMiB="));
-            annotations["machine.openshift.io/GPU"] = json!(field("gpu="));
-            annotations["capacity.cluster-autoscaler.kubernetes.io/labels"] =
-                json!(format!("kubernetes.io/arch={}", field("arch=")));
-        });
+        kube.on_patch(crate::testing::annotate_as_marked);
         let ctx =
             Context::new(kube.client(), Arc::new(Metrics::new())).with_ec2(Arc::new(ec2.clone()));
         let opts = Options {

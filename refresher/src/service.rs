@@ -122,7 +122,7 @@ pub async fn run(
     // before the watches start, so that what they report later is newer
     let startup = async {
         let policy = crate::policy_settings::current(
-            refresher.client(),
+            refresher.context(),
             refresher.options().policy_name.as_deref(),
         )
         .await;

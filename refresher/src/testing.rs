@@ -461,3 +461,39 @@ pub fn aws_secret(ns: &str, name: &str, key_id: &str, secret: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"namespace": ns, "name": name},
            "stringData": {"aws_access_key_id": key_id, "aws_secret_access_key": secret}})
 }
+
+/// The policy's stand-in for the fake API's admission step: writes the Machine API capacity
+/// annotations of the table entry the re-admission marker names (`m5.large vcpu=2 memoryMiB=8192
+/// gpu=0 arch=amd64`), as the policy would.
+pub fn annotate_as_marked(obj: &mut Value) {
+    let Some(entry) = obj
+        .pointer(&format!(
+            "/metadata/annotations/{}",
+            crate::readmit::READMIT_ANNOTATION.replace('/', "~1")
+        ))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        return;
+    };
+    let field = |k: &str| {
+        entry
+            .split(' ')
+            .find_map(|kv| kv.strip_prefix(k))
+            .unwrap_or("")
+            .to_string()
+    };
+    let annotations = &mut obj["metadata"]["annotations"];
+    annotations["machine.openshift.io/vCPU"] = json!(field("vcpu="));
+    annotations["machine.openshift.io/memoryMb"] = json!(field("memoryMiB="));
+    annotations["machine.openshift.io/GPU"] = json!(field("gpu="));
+    annotations["capacity.cluster-autoscaler.kubernetes.io/labels"] =
+        json!(format!("kubernetes.io/arch={}", field("arch=")));
+}
+
+/// The table of these DescribeInstanceTypes items.
+pub fn table_of(items: &[InstanceTypeInfo]) -> capa_core::table::Table {
+    let mut table = capa_core::table::Table::new();
+    crate::scan::add_scanned(&mut table, "test", items);
+    table
+}
