@@ -61,7 +61,7 @@ pub struct Config {
 
     /// At most this many re-admissions (patches that make the API server run the policy again)
     /// in any minute, the refresh's and the healing's together.
-    #[arg(long, env = "CAPA_MAX_READMISSIONS_PER_MINUTE", default_value_t = crate::refresh::DEFAULT_READMISSIONS_PER_MINUTE, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, env = "CAPA_MAX_READMISSIONS_PER_MINUTE", default_value_t = crate::context::DEFAULT_READMISSIONS_PER_MINUTE, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_readmissions_per_minute: usize,
 
     /// An object that stays wrong after re-admission is tried again after 2 s, 4 s, 8 s, …, at

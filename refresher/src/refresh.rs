@@ -86,9 +86,6 @@ pub struct Options {
     pub policy_name: Option<String>,
 }
 
-pub use crate::context::DEFAULT_READMISSIONS_PER_MINUTE;
-pub use crate::scan::add_scanned;
-
 /// What a refresh reads from the cluster before it plans.
 pub struct Inputs {
     pub machinesets: Vec<Value>,

@@ -54,7 +54,7 @@ pub async fn scan(regions: &[String], metrics: &Metrics) -> anyhow::Result<Scan>
             .await
             .map_err(with_hint)?;
         let before = out.table.len();
-        crate::refresh::add_scanned(&mut out.table, region, &items);
+        crate::scan::add_scanned(&mut out.table, region, &items);
         tracing::info!(
             region,
             listed = items.len(),
