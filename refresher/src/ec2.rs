@@ -251,10 +251,11 @@ pub struct SdkConnect {
 
 impl SdkConnect {
     fn http(&self, ca_bundle: Option<&[u8]>) -> Result<SharedHttpClient, Error> {
+        // a panic while the lock was held leaves at worst no client: one is built again
         let mut slot = self
             .http
             .lock()
-            .map_err(|_| Error::CaBundle("the EC2 HTTP client's lock is poisoned".into()))?;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((ca, http)) = slot.as_ref()
             && ca.as_deref() == ca_bundle
         {
@@ -268,7 +269,9 @@ impl SdkConnect {
 
 impl Ec2Connect for SdkConnect {
     fn connect(&self, t: &Target<'_>) -> Result<Box<dyn Ec2Api>, Error> {
-        let http = self.http(t.ca_bundle)?;
+        let http = self
+            .http(t.ca_bundle)
+            .map_err(|e| Error::Ec2Client(e.to_string()))?;
         Ok(Box::new(Ec2::new(
             t.credentials,
             t.region,

@@ -20,6 +20,12 @@ pub enum Error {
     /// The cluster's CA bundle for EC2 cannot be used.
     #[error("{0}")]
     CaBundle(String),
+    /// The ConfigMap `--dry-run` shows cannot be encoded.
+    #[error("cannot encode the ConfigMap: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// No EC2 client can be built for a region (its TLS settings).
+    #[error("no EC2 client: {0}")]
+    Ec2Client(String),
     /// The table ConfigMap kept changing under every write.
     #[error(
         "ConfigMap {configmap}: still conflicting after {attempts} attempts; another writer keeps changing it"
@@ -80,6 +86,8 @@ impl Error {
         match self {
             Error::Kube { .. } => "kube_api",
             Error::CaBundle(_) => "ca_bundle",
+            Error::Encode(_) => "encode",
+            Error::Ec2Client(_) => "ec2_client",
             Error::TableConflict { .. } => "table_conflict",
             Error::Credentials { .. } => "credentials",
             Error::Ec2(_) => "ec2",
@@ -157,8 +165,30 @@ mod tests {
 
     #[test]
     fn each_kind_has_its_own_label() {
+        let kube_error = kube::Error::Api(
+            kube::core::Status::failure("gone", "NotFound")
+                .with_code(404)
+                .boxed(),
+        );
         let kinds = [
+            Error::kube("get")(kube_error),
             Error::CaBundle(String::new()),
+            Error::Encode(serde_json::from_str::<u8>("x").unwrap_err()),
+            Error::Ec2Client(String::new()),
+            Error::Credentials {
+                credentials: CredentialsRef::DefaultChain,
+                why: String::new(),
+            },
+            Error::Ec2(Ec2Error {
+                operation: "DescribeRegions",
+                region: String::new(),
+                kind: FailureKind::Other,
+                message: String::new(),
+            }),
+            Error::Region {
+                error: RegionError::Unknown(String::new()),
+                field: "",
+            },
             Error::TableConflict {
                 configmap: String::new(),
                 attempts: 8,

@@ -130,7 +130,7 @@ impl Metrics {
         let errors = Family::<ErrorLabel, Counter>::default();
         registry.register(
             "errors",
-            "Errors by kind (the error label: kube_api, ca_bundle, table_conflict, credentials, ec2, region, lease, unknown_instance_type, template_unreadable, scan_target, not_healed, policy_settings): each refresh that failed as a whole, each Warning Event put on an object, and each time the policy's settings could not be read",
+            "Errors by kind (the error label: kube_api, ca_bundle, table_conflict, encode, credentials, ec2, region, unknown_instance_type, template_unreadable, scan_target, not_healed, lease, ec2_client, policy_settings): each refresh that failed as a whole, each Warning Event put on an object, each region not scanned for want of a Lease record or an EC2 client, and each time the policy's settings could not be read",
             errors.clone(),
         );
         Metrics {

@@ -228,7 +228,11 @@ impl Refresher {
         let scan = self.scanner(&inputs, &secrets).scan(&plan, &due.now).await;
         warnings.extend(scan.warnings);
         for (at, e) in &warnings {
-            self.ctx.warn(at, e).await;
+            if self.opts.dry_run {
+                tracing::warn!(object = %at, error = %e, "a Warning Event without --dry-run");
+            } else {
+                self.ctx.warn(at, e).await;
+            }
         }
         let mut report = Report {
             regions_ok: scan.regions_ok,
@@ -371,7 +375,7 @@ impl Refresher {
                 Some(content) => serde_json::to_value(store.object(current, &content)),
                 None => serde_json::to_value(current),
             };
-            report.dry_run_configmap = Some(shown.unwrap_or_default());
+            report.dry_run_configmap = Some(shown?);
             return Ok((table, false));
         }
         match store
@@ -585,6 +589,11 @@ mod tests {
         }
     }
 
+    /// A MachineSet whose credentials Secret does not exist.
+    fn orphan() -> Value {
+        machineset(NS, "orphan", "us-east-1", "m5.large", "does-not-exist")
+    }
+
     fn writes(kube: &FakeKube) -> Vec<String> {
         kube.requests()
             .into_iter()
@@ -627,10 +636,22 @@ mod tests {
             ]
         );
         assert!(w.kube.events().is_empty());
+        let secret_reads = |kube: &FakeKube| {
+            kube.requests()
+                .iter()
+                .filter(|r| r.ends_with("/secrets/aws-creds"))
+                .count()
+        };
+        assert_eq!(
+            secret_reads(&w.kube),
+            1,
+            "one read of the Secret per refresh"
+        );
 
         let again = w.refresher.refresh(None).await.unwrap();
         assert!(again.success() && !again.written);
         assert_eq!(again.readmitted, 0, "every MachineSet is right");
+        assert_eq!(secret_reads(&w.kube), 2);
         assert_eq!(writes(&w.kube).len(), 3, "nothing written the second time");
         assert_eq!(
             w.ec2
@@ -654,13 +675,7 @@ mod tests {
             "m5.xlargee",
             "aws-creds",
         ));
-        w.kube.put(machineset(
-            NS,
-            "orphan",
-            "us-east-1",
-            "m5.large",
-            "does-not-exist",
-        ));
+        w.kube.put(orphan());
         let report = w.refresher.refresh(None).await.unwrap();
         assert!(
             !report.success(),
@@ -728,12 +743,13 @@ mod tests {
         let w = world(true);
         w.kube
             .put(machineset(NS, "w1", "eu-west-3", "m5.large", "aws-creds"));
+        // would be a Warning Event: logged instead
+        w.kube.put(orphan());
         let report = w.refresher.refresh(None).await.unwrap();
-        assert!(report.success());
+        assert_eq!(report.secrets_failed.len(), 1);
         let shown = report.dry_run_configmap.unwrap();
         assert_eq!(shown["data"]["m5"], M5);
         assert!(writes(&w.kube).is_empty(), "{:?}", writes(&w.kube));
-        assert_eq!(report.readmitted, 0);
     }
 
     #[tokio::test]

@@ -179,7 +179,9 @@ impl Scanner<'_> {
             let ec2 = match self.ec2.connect(&target) {
                 Ok(ec2) => ec2,
                 Err(e) => {
-                    failures.push(format!("{credentials}: {e}"));
+                    self.metrics.error(e.metric_label());
+                    tracing::error!(region, credentials = %credentials, error = %e, "no EC2 client");
+                    failures.push(e.to_string());
                     continue;
                 }
             };
@@ -237,8 +239,10 @@ impl Scanner<'_> {
         if let Some(ledger) = self.ledger
             && let Err(e) = ledger.record_scan(region).await
         {
+            let e = Error::ScanNotRecorded(e);
+            self.metrics.error(e.metric_label());
             tracing::warn!(region, error = %e, "cannot record the region scan in the Lease; not scanned");
-            return Err(Error::ScanNotRecorded(e).to_string());
+            return Err(e.to_string());
         }
         self.limiter.lock().await.record(region, Instant::now());
         Ok(())
@@ -569,6 +573,56 @@ mod tests {
         assert_eq!(
             calls(&ec2, "DescribeInstanceTypes"),
             ["DescribeInstanceTypes me-south-1 AKIAOPTED"]
+        );
+    }
+
+    #[tokio::test]
+    async fn machine_api_secrets_use_the_clusters_endpoint_and_cluster_api_credentials_the_refreshers()
+     {
+        let ec2 = FakeEc2::default()
+            .account("AKIA", Account::with(&["eu-west-3"], &types()))
+            .account("default-chain", Account::with(&["us-east-1"], &types()));
+        let mut plan = plan::plan(&[machineset(NS, "ms", "eu-west-3", "m5.large", "creds")]);
+        let md = ObjectRef {
+            namespace: "capi".into(),
+            name: "md".into(),
+            api_version: "cluster.x-k8s.io/v1beta1".into(),
+            kind: "MachineDeployment".into(),
+        };
+        plan.add("us-east-1", CredentialsRef::DefaultChain, md);
+        let due: BTreeSet<String> = plan.regions.keys().cloned().collect();
+        let credentials = BTreeMap::from([
+            (secret("creds"), keys("AKIA")),
+            (
+                CredentialsRef::DefaultChain,
+                Ok(AwsCredentials::DefaultChain),
+            ),
+        ]);
+        let (metrics, regions, limiter) = (
+            Metrics::new(),
+            Mutex::new(RegionCache::default()),
+            Mutex::new(RegionRateLimiter::new(std::time::Duration::ZERO)),
+        );
+        let s = Scanner {
+            ec2: &ec2,
+            metrics: &metrics,
+            credentials: &credentials,
+            regions: &regions,
+            limiter: &limiter,
+            ledger: None,
+            endpoint: Some("https://ec2.openshift.example"),
+            cluster_api_endpoint: Some("https://ec2.capi.example"),
+            ca_bundle: None,
+        }
+        .scan(&plan, &due)
+        .await;
+        assert_eq!(s.regions_ok.len(), 2, "{:?}", s.regions_failed);
+        assert_eq!(
+            calls(&ec2, "DescribeInstanceTypes"),
+            [
+                "DescribeInstanceTypes eu-west-3 AKIA via https://ec2.openshift.example",
+                "DescribeInstanceTypes us-east-1 default-chain via https://ec2.capi.example",
+            ]
         );
     }
 

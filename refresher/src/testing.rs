@@ -267,6 +267,9 @@ impl FakeKube {
                 let Some(mut obj) = input else {
                     return status(400, "BadRequest", "no object");
                 };
+                if !s.objects.contains_key(&at) {
+                    return status(404, "NotFound", &format!("{what} not found"));
+                }
                 let stored_rv = s
                     .objects
                     .get(&at)
@@ -356,7 +359,7 @@ impl FakeEc2 {
         self
     }
 
-    /// `Operation region key` of every call so far.
+    /// `Operation region key` of every call so far (`… via endpoint` with a custom endpoint).
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
     }
@@ -366,15 +369,17 @@ struct FakeClient {
     account: Option<Account>,
     identity: String,
     region: String,
+    /// ` via <endpoint>` when the client was given one.
+    via: String,
     calls: Arc<Mutex<Vec<String>>>,
 }
 
 impl FakeClient {
     fn call(&self, operation: &'static str, metrics: &Metrics) -> Result<&Account, Ec2Error> {
-        self.calls
-            .lock()
-            .unwrap()
-            .push(format!("{operation} {} {}", self.region, self.identity));
+        self.calls.lock().unwrap().push(format!(
+            "{operation} {} {}{}",
+            self.region, self.identity, self.via
+        ));
         let fail = |kind, message: &str| Ec2Error {
             operation,
             region: self.region.clone(),
@@ -430,6 +435,10 @@ impl Ec2Connect for FakeEc2 {
             account: self.accounts.lock().unwrap().get(&identity).cloned(),
             identity,
             region: target.region.to_string(),
+            via: target
+                .endpoint
+                .map(|e| format!(" via {e}"))
+                .unwrap_or_default(),
             calls: self.calls.clone(),
         }))
     }
