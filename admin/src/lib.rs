@@ -39,6 +39,9 @@ pub struct PreviewOptions {
     pub inputs: Vec<input::Input>,
     pub configmap: Option<String>,
     pub settings: Option<String>,
+    /// The Kubewarden controller's namespace, which a ClusterAdmissionPolicy's webhook never
+    /// sends (`kubewarden` when `None`).
+    pub kubewarden_namespace: Option<String>,
     pub format: Format,
     pub patch: bool,
     pub fail_on_change: bool,
@@ -70,7 +73,11 @@ fn display_name(name: &str) -> &str {
 /// The policy settings of `--settings`: the `settings` map of a ClusterAdmissionPolicy, or a
 /// whole ClusterAdmissionPolicy / AdmissionPolicy (its `spec.settings`; then its rules and
 /// selectors decide which objects it sees: the [`Scope`]).
-fn load_settings(name: &str, text: &str) -> Result<(Value, Settings, Option<Scope>), InputError> {
+fn load_settings(
+    name: &str,
+    text: &str,
+    kubewarden_namespace: &str,
+) -> Result<(Value, Settings, Option<Scope>), InputError> {
     let value = input::single(name, text)?;
     let (value, scope) = match value.get("kind").and_then(Value::as_str) {
         Some(kind @ ("ClusterAdmissionPolicy" | "AdmissionPolicy")) => {
@@ -85,7 +92,7 @@ fn load_settings(name: &str, text: &str) -> Result<(Value, Settings, Option<Scop
                     "key": scope::NAMESPACE_NAME_LABEL, "operator": "In", "values": [ns]}]});
                 spec["allowInsideAdmissionControllerNamespace"] = Value::Bool(true);
             }
-            let scope = Scope::of_policy(&spec, scope::DEFAULT_DEPLOYMENTS_NAMESPACE);
+            let scope = Scope::of_policy(&spec, kubewarden_namespace);
             (
                 spec.get("settings").cloned().unwrap_or(Value::Null),
                 Some(scope),
@@ -123,6 +130,8 @@ pub struct TextRequest<'a> {
     pub inputs: Vec<Text<'a>>,
     pub configmap: Option<Text<'a>>,
     pub settings: Option<Text<'a>>,
+    /// The Kubewarden controller's namespace (`kubewarden` when `None`).
+    pub kubewarden_namespace: Option<&'a str>,
     pub format: Format,
     pub patch: bool,
     pub fail_on_change: bool,
@@ -177,6 +186,7 @@ pub fn run_preview(
             .as_deref()
             .zip(settings.as_deref())
             .map(|(n, t)| text(n, t)),
+        kubewarden_namespace: opts.kubewarden_namespace.as_deref(),
         format: opts.format,
         patch: opts.patch,
         fail_on_change: opts.fail_on_change,
@@ -187,7 +197,12 @@ pub fn run_preview(
 /// Runs `preview` on texts already read.
 pub fn preview_texts(req: &TextRequest<'_>) -> Result<Outcome, InputError> {
     let (settings_json, settings, scope) = match &req.settings {
-        Some(t) => load_settings(t.name, t.text)?,
+        Some(t) => load_settings(
+            t.name,
+            t.text,
+            req.kubewarden_namespace
+                .unwrap_or(scope::DEFAULT_DEPLOYMENTS_NAMESPACE),
+        )?,
         None => (Value::Object(Default::default()), Settings::default(), None),
     };
     let table = match &req.configmap {

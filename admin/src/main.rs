@@ -71,6 +71,10 @@ struct PreviewArgs {
     /// ClusterAdmissionPolicy (then its rules and selectors decide which objects it sees)
     #[arg(long, value_name = "FILE")]
     settings: Option<String>,
+    /// The Kubewarden controller's namespace (`cattle-kubewarden-system` on Rancher): the webhook
+    /// of a ClusterAdmissionPolicy given as --settings never sends objects of that namespace
+    #[arg(long, value_name = "NAMESPACE", default_value = "kubewarden")]
+    kubewarden_namespace: String,
     /// Output format
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
     output: OutputFormat,
@@ -104,6 +108,7 @@ fn main() -> ExitCode {
         inputs,
         configmap: args.configmap,
         settings: args.settings,
+        kubewarden_namespace: Some(args.kubewarden_namespace),
         format: match args.output {
             OutputFormat::Text => Format::Text,
             OutputFormat::Json => Format::Json,

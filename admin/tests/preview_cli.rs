@@ -216,6 +216,43 @@ fn cluster_api_objects_and_their_templates() {
     }
 }
 
+/// The Kubewarden controller's namespace is never sent to a ClusterAdmissionPolicy: `kubewarden`
+/// unless --kubewarden-namespace says otherwise (Rancher's `cattle-kubewarden-system`).
+#[test]
+fn the_kubewarden_controllers_namespace_is_not_sent() {
+    let result = |namespace: Option<&str>| {
+        let mut args = vec![
+            "preview",
+            "-o",
+            "json",
+            "--settings",
+            "deploy/policy/clusteradmissionpolicy.yaml",
+            "examples/machineset.yaml",
+        ];
+        if let Some(ns) = namespace {
+            args.extend(["--kubewarden-namespace", ns]);
+        }
+        let r = capa_admin(&args, None);
+        assert_eq!(r.status, 0, "{}", r.stderr);
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        let o = &v["objects"][0];
+        (
+            o["result"].as_str().unwrap().to_string(),
+            o["notSentReason"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    assert_eq!(result(None).0, "would-change");
+    assert_eq!(result(Some("cattle-kubewarden-system")).0, "would-change");
+    assert_eq!(
+        result(Some("openshift-machine-api")),
+        (
+            "not-sent".to_string(),
+            "namespace openshift-machine-api not selected by the policy's namespaceSelector"
+                .to_string()
+        )
+    );
+}
+
 /// A whole ClusterAdmissionPolicy as --settings: its rules and namespaceSelector (as the
 /// Kubewarden controller renders it: matchLabels dropped) decide which objects it sees, with the
 /// namespaces' labels from Namespace objects among the inputs; a namespace that is not among them

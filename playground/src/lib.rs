@@ -95,6 +95,8 @@ pub fn preview(request: &str) -> String {
             .collect(),
         configmap: req.configmap.as_ref().map(text),
         settings: req.settings.as_ref().map(text),
+        // the page's policies are taken to be rendered by a controller in `kubewarden`
+        kubewarden_namespace: None,
         format,
         patch: req.patch,
         fail_on_change: false,

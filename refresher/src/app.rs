@@ -5,8 +5,8 @@
 use crate::config::Config;
 use crate::context::Context;
 use crate::{
-    capi, heal, leader, metrics, output, refresh, server, service, standalone, stored_table,
-    table_store,
+    capi, heal, leader, metrics, output, policy_settings, refresh, server, service, standalone,
+    stored_table, table_store,
 };
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -37,7 +37,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
             default_credentials: cfg.cluster_api_default_credentials,
             ec2_endpoint: capi::CapiOptions::endpoint_from_env(|k| std::env::var(k).ok()),
         }),
-        policy_name: Some(cfg.policy_name.clone()).filter(|n| !n.is_empty()),
+        policy: Some(cfg.policy_name.clone())
+            .filter(|n| !n.is_empty())
+            .map(|name| policy_settings::PolicyRef {
+                name,
+                kubewarden_namespace: cfg.kubewarden_namespace.clone(),
+            }),
     };
     let ctx = Context::new(client.clone(), metrics.clone())
         .with_readmissions_per_minute(cfg.max_readmissions_per_minute);

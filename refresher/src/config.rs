@@ -129,6 +129,11 @@ pub struct Config {
     #[arg(long, env = "CAPA_POLICY_NAME", default_value = "capa-annotator")]
     pub policy_name: String,
 
+    /// The namespace of the Kubewarden controller (`cattle-kubewarden-system` on Rancher): the
+    /// webhook it renders for the policy never sends objects of that namespace.
+    #[arg(long, env = "CAPA_KUBEWARDEN_NAMESPACE", default_value = "kubewarden")]
+    pub kubewarden_namespace: String,
+
     /// CAPA's namespace, where the Secrets of AWSClusterStaticIdentities are.
     #[arg(long, env = "CAPA_CAPA_NAMESPACE", default_value = "capa-system")]
     pub capa_namespace: String,

@@ -152,13 +152,13 @@ async fn readmit_due(
 
 /// Starts the watches that feed the healer: Cluster API MachineDeployments, MachineSets and
 /// AWSMachineTemplates (with `cluster_api`) and the policy's ClusterAdmissionPolicy (with
-/// `policy_name`). Machine API MachineSets are fed by the service's own watch.
+/// `policy`). Machine API MachineSets are fed by the service's own watch.
 /// `seen`: where the Cluster API objects also go, for the service to look for a region or type
 /// the table lacks.
 pub fn spawn_watches(
     refresher: &Refresher,
     cluster_api: Option<mpsc::UnboundedSender<Value>>,
-    policy_name: Option<&str>,
+    policy: Option<&policy_settings::PolicyRef>,
     tx: &Sender,
     stop: &CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -204,8 +204,9 @@ pub fn spawn_watches(
             },
         )));
     }
-    if let Some(name) = policy_name {
-        let name_for_apply = name.to_string();
+    if let Some(at) = policy {
+        let name = at.name.as_str();
+        let at = at.clone();
         let metrics = refresher.metrics().clone();
         tasks.push(tokio::spawn(watch_kind(
             client,
@@ -215,9 +216,9 @@ pub fn spawn_watches(
             watcher::Config::default().fields(&format!("metadata.name={name}")),
             tx.clone(),
             stop.clone(),
-            move |v| match policy_settings::from_policy(&name_for_apply, &v) {
+            move |v| match policy_settings::from_policy(&at, &v) {
                 Ok(policy) => {
-                    tracing::info!(policy = %name_for_apply, "the policy changed; objects are judged with its settings and rules");
+                    tracing::info!(policy = %at.name, "the policy changed; objects are judged with its settings and rules");
                     Some(Input::Policy(policy))
                 }
                 Err(e) => {
@@ -401,7 +402,7 @@ mod tests {
                 stale_after: Duration::from_secs(3600),
                 readmit_retry_after: None,
                 cluster_api: None,
-                policy_name: None,
+                policy: None,
             },
         ));
         let (tx, rx) = mpsc::channel(16);

@@ -13,7 +13,7 @@ use crate::leader::LeaderElector;
 use crate::metrics::Metrics;
 use crate::node_groups;
 use crate::plan::{self, CredentialsRef, ObjectRef};
-use crate::policy_settings::Policy;
+use crate::policy_settings::{Policy, PolicyRef};
 use crate::rate_limit::RegionRateLimiter;
 use crate::readmit::{self, Candidate, Decision};
 use crate::region_cache::RegionCache;
@@ -81,9 +81,9 @@ pub struct Options {
     pub readmit_retry_after: Option<Duration>,
     /// Also Cluster API MachineDeployments and MachineSets (`--cluster-api`).
     pub cluster_api: Option<CapiOptions>,
-    /// The ClusterAdmissionPolicy whose settings objects are judged with (`--policy-name`);
-    /// `None`: the policy's defaults.
-    pub policy_name: Option<String>,
+    /// The ClusterAdmissionPolicy whose settings and scope objects are judged with
+    /// (`--policy-name`, `--kubewarden-namespace`); `None`: the policy's defaults, every object.
+    pub policy: Option<PolicyRef>,
 }
 
 /// What a refresh reads from the cluster before it plans.
@@ -287,8 +287,7 @@ impl Refresher {
         let machinesets = cluster::list_machinesets(client, self.opts.namespace.as_deref())
             .await
             .map_err(Error::kube("list MachineSets"))?;
-        let policy =
-            crate::policy_settings::current(&self.ctx, self.opts.policy_name.as_deref()).await;
+        let policy = crate::policy_settings::current(&self.ctx, self.opts.policy.as_ref()).await;
         // Cluster API objects that cannot be read must not stop the Machine API MachineSets'
         // refresh: logged, and left for the next refresh
         let cluster_api = match &self.opts.cluster_api {
@@ -580,7 +579,7 @@ mod tests {
             stale_after: Duration::from_secs(12 * 3600),
             readmit_retry_after: None,
             cluster_api: None,
-            policy_name: None,
+            policy: None,
         };
         World {
             kube,

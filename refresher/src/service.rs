@@ -123,7 +123,7 @@ pub async fn run(
     let startup = async {
         let policy = crate::policy_settings::current(
             refresher.context(),
-            refresher.options().policy_name.as_deref(),
+            refresher.options().policy.as_ref(),
         )
         .await;
         let _ = heal_tx.send(Input::Policy(policy)).await;
@@ -153,7 +153,7 @@ pub async fn run(
     tasks.extend(heal_loop::spawn_watches(
         &refresher,
         capi_seen,
-        refresher.options().policy_name.as_deref(),
+        refresher.options().policy.as_ref(),
         &heal_tx,
         &stop,
     ));
