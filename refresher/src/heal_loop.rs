@@ -341,10 +341,9 @@ mod tests {
     use super::*;
     use crate::context::Context;
     use crate::heal::HealOptions;
-    use crate::refresh::Options;
-    use crate::table_store::TableStore;
     use crate::testing::{
-        FakeEc2, FakeKube, annotate_as_marked, instance_type, machineset, table_of,
+        FakeEc2, FakeKube, annotate_as_marked, instance_type, machineset, refresher_options,
+        table_of,
     };
 
     const MS_PATH: &str =
@@ -390,21 +389,7 @@ mod tests {
         let ctx = Context::new(kube.client(), Arc::new(Metrics::new()))
             .with_ec2(Arc::new(FakeEc2::default()));
         let budget = ctx.budget.clone();
-        let refresher = Arc::new(Refresher::new(
-            ctx,
-            Options {
-                namespace: None,
-                store: TableStore {
-                    name: "machineset-instance-types".into(),
-                    namespace: "openshift-machine-api".into(),
-                },
-                dry_run: false,
-                stale_after: Duration::from_secs(3600),
-                readmit_retry_after: None,
-                cluster_api: None,
-                policy: None,
-            },
-        ));
+        let refresher = Arc::new(Refresher::new(ctx, refresher_options(false)));
         let (tx, rx) = mpsc::channel(16);
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(

@@ -271,7 +271,7 @@ impl Refresher {
                 })
             }));
             let judge = inputs.policy.judge(&table);
-            self.count_node_groups(&inputs.machinesets, &inputs.cluster_api, judge);
+            self.count_node_groups(&inputs.machinesets, &refs, &inputs.cluster_api, judge);
             self.readmit(&candidates, data_changed, judge, &mut report)
                 .await;
         }
@@ -401,14 +401,15 @@ impl Refresher {
         }
     }
 
-    /// Judges every node group (not only those of the regions scanned) and exports the counts.
+    /// Judges every node group (not only those of the regions scanned) and exports the counts;
+    /// `refs`: the MachineSets' references, in their order.
     fn count_node_groups(
         &self,
         machinesets: &[Value],
+        refs: &[ObjectRef],
         capi_objects: &[capi::CapiObject],
         judge: readmit::Judge<'_>,
     ) {
-        let refs: Vec<ObjectRef> = machinesets.iter().map(ObjectRef::of).collect();
         let subjects = refs
             .iter()
             .zip(machinesets)
@@ -569,18 +570,7 @@ mod tests {
         kube.on_patch(crate::testing::annotate_as_marked);
         let ctx =
             Context::new(kube.client(), Arc::new(Metrics::new())).with_ec2(Arc::new(ec2.clone()));
-        let opts = Options {
-            namespace: None,
-            store: TableStore {
-                name: CM.into(),
-                namespace: NS.into(),
-            },
-            dry_run,
-            stale_after: Duration::from_secs(12 * 3600),
-            readmit_retry_after: None,
-            cluster_api: None,
-            policy: None,
-        };
+        let opts = crate::testing::refresher_options(dry_run);
         World {
             kube,
             ec2,

@@ -362,30 +362,42 @@ mod tests {
             .iter()
             .map(|(n, r, t, s)| machineset(NS, n, r, t, s))
             .collect();
-        let plan = plan::plan(&objects);
-        let due: BTreeSet<String> = plan.regions.keys().cloned().collect();
-        let credentials: BTreeMap<CredentialsRef, Result<AwsCredentials, String>> = secrets
+        let credentials = secrets
             .iter()
             .map(|(n, c)| (secret(n), c.clone()))
             .collect();
+        scan_plan(&plan::plan(&objects), ec2, &credentials, [None, None])
+            .await
+            .0
+    }
+
+    /// Scans every region of `plan`; `endpoints`: the Machine API and Cluster API ones.
+    async fn scan_plan(
+        plan: &Plan,
+        ec2: &FakeEc2,
+        credentials: &BTreeMap<CredentialsRef, Result<AwsCredentials, String>>,
+        [endpoint, cluster_api_endpoint]: [Option<&str>; 2],
+    ) -> (Scan, Metrics) {
+        let due: BTreeSet<String> = plan.regions.keys().cloned().collect();
         let (metrics, regions, limiter) = (
             Metrics::new(),
             Mutex::new(RegionCache::default()),
             Mutex::new(RegionRateLimiter::new(std::time::Duration::ZERO)),
         );
-        Scanner {
+        let scan = Scanner {
             ec2,
             metrics: &metrics,
-            credentials: &credentials,
+            credentials,
             regions: &regions,
             limiter: &limiter,
             ledger: None,
-            endpoint: None,
-            cluster_api_endpoint: None,
+            endpoint,
+            cluster_api_endpoint,
             ca_bundle: None,
         }
-        .scan(&plan, &due)
-        .await
+        .scan(plan, &due)
+        .await;
+        (scan, metrics)
     }
 
     fn warnings(scan: &Scan) -> Vec<String> {
@@ -590,7 +602,6 @@ mod tests {
             kind: "MachineDeployment".into(),
         };
         plan.add("us-east-1", CredentialsRef::DefaultChain, md);
-        let due: BTreeSet<String> = plan.regions.keys().cloned().collect();
         let credentials = BTreeMap::from([
             (secret("creds"), keys("AKIA")),
             (
@@ -598,24 +609,11 @@ mod tests {
                 Ok(AwsCredentials::DefaultChain),
             ),
         ]);
-        let (metrics, regions, limiter) = (
-            Metrics::new(),
-            Mutex::new(RegionCache::default()),
-            Mutex::new(RegionRateLimiter::new(std::time::Duration::ZERO)),
-        );
-        let s = Scanner {
-            ec2: &ec2,
-            metrics: &metrics,
-            credentials: &credentials,
-            regions: &regions,
-            limiter: &limiter,
-            ledger: None,
-            endpoint: Some("https://ec2.openshift.example"),
-            cluster_api_endpoint: Some("https://ec2.capi.example"),
-            ca_bundle: None,
-        }
-        .scan(&plan, &due)
-        .await;
+        let endpoints = [
+            Some("https://ec2.openshift.example"),
+            Some("https://ec2.capi.example"),
+        ];
+        let (s, _) = scan_plan(&plan, &ec2, &credentials, endpoints).await;
         assert_eq!(s.regions_ok.len(), 2, "{:?}", s.regions_failed);
         assert_eq!(
             calls(&ec2, "DescribeInstanceTypes"),
@@ -623,6 +621,30 @@ mod tests {
                 "DescribeInstanceTypes eu-west-3 AKIA via https://ec2.openshift.example",
                 "DescribeInstanceTypes us-east-1 default-chain via https://ec2.capi.example",
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_region_without_an_ec2_client_fails_and_is_counted() {
+        let ec2 = FakeEc2::default()
+            .account("AKIA", Account::with(&["eu-west-3"], &types()))
+            .refusing_clients("TLS settings of the EC2 client: no usable root");
+        let objects = [machineset(NS, "w", "eu-west-3", "m5.large", "creds")];
+        let credentials = BTreeMap::from([(secret("creds"), keys("AKIA"))]);
+        let (s, metrics) = scan_plan(&plan::plan(&objects), &ec2, &credentials, [None, None]).await;
+        assert_eq!(
+            s.regions_failed["eu-west-3"],
+            "no EC2 client: TLS settings of the EC2 client: no usable root"
+        );
+        assert!(
+            s.warnings.is_empty() && s.secrets_failed.is_empty(),
+            "not the Secret's fault"
+        );
+        assert!(ec2.calls().is_empty());
+        assert!(
+            metrics
+                .render()
+                .contains("capa_refresher_errors_total{error=\"ec2_client\"} 1")
         );
     }
 

@@ -348,6 +348,8 @@ impl Account {
 pub struct FakeEc2 {
     accounts: Arc<Mutex<BTreeMap<String, Account>>>,
     calls: Arc<Mutex<Vec<String>>>,
+    /// Every client refused with this (as a TLS setup that fails).
+    refuse: Option<String>,
 }
 
 impl FakeEc2 {
@@ -356,6 +358,12 @@ impl FakeEc2 {
             .lock()
             .unwrap()
             .insert(access_key_id.to_string(), account);
+        self
+    }
+
+    /// No client can be made: `connect` fails with `why`.
+    pub fn refusing_clients(mut self, why: &str) -> Self {
+        self.refuse = Some(why.to_string());
         self
     }
 
@@ -430,6 +438,9 @@ impl Ec2Api for FakeClient {
 
 impl Ec2Connect for FakeEc2 {
     fn connect(&self, target: &Target<'_>) -> Result<Box<dyn Ec2Api>, Error> {
+        if let Some(why) = &self.refuse {
+            return Err(Error::Ec2Client(why.clone()));
+        }
         let identity = target.credentials.identity();
         Ok(Box::new(FakeClient {
             account: self.accounts.lock().unwrap().get(&identity).cloned(),
@@ -505,4 +516,21 @@ pub fn table_of(items: &[InstanceTypeInfo]) -> capa_core::table::Table {
     let mut table = capa_core::table::Table::new();
     crate::scan::add_scanned(&mut table, "test", items);
     table
+}
+
+/// A refresher's options as `deploy/` sets them, without a policy to read: the table in
+/// `openshift-machine-api/machineset-instance-types`, every namespace, no second re-admission.
+pub fn refresher_options(dry_run: bool) -> crate::refresh::Options {
+    crate::refresh::Options {
+        namespace: None,
+        store: crate::table_store::TableStore {
+            name: "machineset-instance-types".into(),
+            namespace: "openshift-machine-api".into(),
+        },
+        dry_run,
+        stale_after: std::time::Duration::from_secs(12 * 3600),
+        readmit_retry_after: None,
+        cluster_api: None,
+        policy: None,
+    }
 }
